@@ -1,0 +1,34 @@
+//! dynamiq-sidecar: receives Dynamiq run batches (and, later, OTLP spans) on loopback, makes them
+//! durable in a local disk buffer before acknowledging, and forwards them to the Dynamiq collector
+//! with batching, rate limits and retries.
+//!
+//! # Layout
+//! The modules follow the pipeline, left to right:
+//!
+//! ```text
+//!  receivers ──► model ──► buffer ──► forward ──► collector
+//!  (HTTP)      (validate,  (segmented  (batch, rate-limit,
+//!               envelope)   disk log)   retry, dead-letter)
+//!                     admin: /healthz /readyz /metrics      config · secret · app · cli
+//! ```
+//!
+//! - [`config`]: file + env + CLI → one validated `Config`; errors name the key.
+//! - [`model`]: the run batch as raw bytes plus the few fields read from it; validation; the
+//!   envelope each buffered record carries.
+//! - [`receivers`]: the HTTP listener (`POST /v1/traces` and the admin routes).
+//! - [`buffer`]: the durable, bounded, checksummed disk log with per-consumer cursors.
+//! - [`forward`]: the collector client: batching, governor rate limits, backoff with full
+//!   jitter, `Retry-After`, dead-letter store.
+//! - [`secret`]: the access key (redacted everywhere) and its file watcher.
+//! - [`admin`]: readiness latches and the metrics registry.
+//! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
+
+pub mod admin;
+pub mod app;
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod model;
+pub mod receivers;
+pub mod secret;
