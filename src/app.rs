@@ -1,1 +1,268 @@
-//! App.
+//! Builds the pipeline from a validated [`Config`], owns its tasks, and shuts it down in order.
+//!
+//! Start-up order: key → buffer (recovery) → dead-letter store → forwarder → listener. If any
+//! step fails the process exits with an error naming what failed (a config key, a path, an
+//! address) before it accepts anything.
+//!
+//! Shutdown order (SIGTERM, SIGINT, or the caller's token): stop accepting connections and let
+//! in-flight requests finish (each is acknowledged only after its batch is buffered) → let the
+//! forwarder drain the buffer for up to `shutdown.drain_timeout` → stop it (whatever is left
+//! stays on disk, delivered after the next start) → flush and close the buffer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::readiness::{Latch, Readiness};
+use crate::admin::{self, AdminState};
+use crate::buffer::{Buffer, BufferError};
+use crate::config::{Config, ConfigError};
+use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
+use crate::forward::{ForwardError, Forwarder};
+use crate::receivers::auth::InboundAuth;
+use crate::receivers::error::ApiError;
+use crate::receivers::http::{ServeLimits, serve};
+use crate::receivers::metrics::IngestMetrics;
+use crate::receivers::{self, IngestState};
+use crate::secret::KeyProvider;
+
+/// Name of the Dynamiq collector's consumer cursor in the buffer.
+pub const DYNAMIQ_CONSUMER: &str = "dynamiq";
+
+/// Why the sidecar could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A configuration problem found at start (key file unreadable, ...).
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    /// The buffer directory could not be opened (permissions, lock held by another process).
+    #[error("{0}")]
+    Buffer(#[from] BufferError),
+    /// The dead-letter directory could not be opened.
+    #[error("{0}")]
+    DeadLetter(#[from] DeadLetterError),
+    /// The HTTP client could not be built.
+    #[error("{0}")]
+    Forward(#[from] ForwardError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The config key it came from.
+        key: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Secrets the process reads from its environment, passed in explicitly so tests and the CLI
+/// control them.
+#[derive(Default, Clone)]
+pub struct EnvSecrets {
+    /// `DYNAMIQ_ACCESS_KEY`.
+    pub access_key: Option<String>,
+    /// `DYNAMIQ_SIDECAR_INGEST_AUTH_TOKEN`.
+    pub ingest_token: Option<String>,
+}
+
+impl EnvSecrets {
+    /// Reads both from the process environment.
+    pub fn from_env() -> Self {
+        Self {
+            access_key: std::env::var(crate::config::ACCESS_KEY_ENV)
+                .ok()
+                .filter(|k| !k.trim().is_empty()),
+            ingest_token: std::env::var(crate::config::INGEST_TOKEN_ENV).ok(),
+        }
+    }
+}
+
+/// The whole HTTP surface: ingest plus admin, with a JSON 404.
+pub fn router(ingest: IngestState, admin: AdminState) -> Router {
+    receivers::router(ingest)
+        .merge(admin::router(admin))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT.
+pub async fn run(config: Config, secrets: EnvSecrets) -> Result<(), AppError> {
+    let listener = TcpListener::bind(config.ingest.http_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.ingest.http_addr,
+            key: "ingest.http_addr",
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_token.cancel();
+    });
+    run_with(config, secrets, listener, shutdown).await
+}
+
+/// Runs the sidecar on an already-bound listener until `shutdown` is cancelled.
+pub async fn run_with(
+    config: Config,
+    secrets: EnvSecrets,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    crate::forward::install_crypto_provider();
+    let mut registry = Registry::default();
+    let readiness = Readiness::default();
+
+    let key = KeyProvider::from_config(&config.upstream, secrets.access_key.clone())?;
+    let inbound = InboundAuth::load(&config, secrets.ingest_token.clone())?;
+    if config.is_exposed() && !inbound.is_required() {
+        tracing::warn!(
+            "listening beyond loopback without an inbound token (ingest.allow_unauthenticated = true)"
+        );
+    }
+
+    let (buffer, report) = Buffer::open(&config.buffer, &[DYNAMIQ_CONSUMER], &mut registry)?;
+    tracing::info!(
+        path = %config.buffer.path.display(),
+        segments = report.segments,
+        records = report.records,
+        torn_tail_bytes = report.torn_tail_bytes,
+        corrupt_records = report.corrupt_records,
+        "buffer opened"
+    );
+    if report.corrupt_records > 0 {
+        tracing::warn!(
+            corrupt_records = report.corrupt_records,
+            corrupt_bytes = report.corrupt_bytes,
+            "corrupt buffer records were skipped and copied aside into the buffer's corrupt/ directory"
+        );
+    }
+    let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?;
+    let forwarder = Forwarder::new(
+        &config.upstream,
+        &config.forward,
+        buffer.reader(DYNAMIQ_CONSUMER),
+        key.clone(),
+        dead_letters,
+        readiness.clone(),
+        &mut registry,
+    )?;
+    let ingest = IngestState {
+        buffer: buffer.clone(),
+        auth: inbound,
+        auth_mode: config.upstream.auth_mode,
+        max_body_bytes: config.ingest.max_body_bytes,
+        request_timeout: config.ingest.request_timeout,
+        readiness: readiness.clone(),
+        metrics: IngestMetrics::register(&mut registry),
+    };
+    let admin = AdminState {
+        readiness: readiness.clone(),
+        registry: Arc::new(registry),
+    };
+
+    let stop_forwarder = CancellationToken::new();
+    let drain = CancellationToken::new();
+    key.spawn_reloader(stop_forwarder.clone());
+    let forwarder_task = tokio::spawn(forwarder.run(drain.clone(), stop_forwarder.clone()));
+    let latch_task = tokio::spawn(refresh_buffer_latch(
+        buffer.clone(),
+        readiness.clone(),
+        stop_forwarder.clone(),
+    ));
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(
+        http_addr = ?addr,
+        upstream = %config.upstream.url,
+        fsync = ?config.buffer.fsync,
+        when_full = ?config.buffer.when_full,
+        "dynamiq-sidecar listening"
+    );
+    let limits = ServeLimits {
+        max_connections: config.ingest.max_connections,
+        header_timeout: config.ingest.request_timeout,
+        grace: config.ingest.request_timeout,
+    };
+    serve(listener, router(ingest, admin), limits, shutdown.clone()).await;
+
+    tracing::info!(
+        drain_timeout = ?config.shutdown.drain_timeout,
+        "stopped accepting; draining the buffer to the collector"
+    );
+    drain.cancel();
+    let mut forwarder_task = forwarder_task;
+    match tokio::time::timeout(config.shutdown.drain_timeout, &mut forwarder_task).await {
+        Ok(_) => tracing::info!("buffer drained"),
+        Err(_) => {
+            tracing::info!(
+                "drain timeout reached; the rest stays in the buffer for the next start"
+            );
+            stop_forwarder.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), forwarder_task).await;
+        }
+    }
+    stop_forwarder.cancel();
+    let _ = latch_task.await;
+    buffer.close().await?;
+    tracing::info!("dynamiq-sidecar stopped");
+    Ok(())
+}
+
+/// Where dead letters live: inside the buffer directory, so one volume holds all state.
+pub fn dead_letter_dir(buffer_path: &Path) -> std::path::PathBuf {
+    buffer_path.join("dead-letter")
+}
+
+/// Keeps the `buffer_writable` latch current even when no request arrives (e.g. the
+/// forwarder freed space under `block`).
+async fn refresh_buffer_latch(buffer: Buffer, readiness: Readiness, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let writable = buffer.is_writable();
+                let was = readiness.set(Latch::BufferWritable, writable);
+                if was != writable {
+                    if writable {
+                        tracing::info!("buffer writable again");
+                    } else {
+                        tracing::warn!("buffer not writable (full under when_full = \"block\", or the disk is failing)");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -358,7 +358,12 @@ fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
             continue;
         }
         if in_section {
-            let name = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+            let name = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
             if name == key {
                 return Some(i + 1);
             }
@@ -406,14 +411,16 @@ impl Config {
         let mut table: toml::Table = toml::from_str(text).unwrap_or_default();
         let env_keys = apply_env_overrides(&mut table, env)?;
         if !env_keys.is_empty() {
-            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                // Overrides were checked one by one in apply_env_overrides; this is a fallback.
-                ConfigError {
-                    origin: Some("environment".into()),
-                    key: String::new(),
-                    message: e.message().trim().to_string(),
-                }
-            })?;
+            config = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    // Overrides were checked one by one in apply_env_overrides; this is a fallback.
+                    ConfigError {
+                        origin: Some("environment".into()),
+                        key: String::new(),
+                        message: e.message().trim().to_string(),
+                    }
+                })?;
         }
         let source = Source {
             file,
@@ -433,14 +440,21 @@ impl Config {
         if self.outputs.is_some() {
             return Err(err(
                 "outputs.otlp",
-                "the OTLP output is not available in this version; remove the [outputs] section".into(),
+                "the OTLP output is not available in this version; remove the [outputs] section"
+                    .into(),
             ));
         }
         if self.ingest.max_body_bytes == 0 {
-            return Err(err("ingest.max_body_bytes", "must be greater than 0".into()));
+            return Err(err(
+                "ingest.max_body_bytes",
+                "must be greater than 0".into(),
+            ));
         }
         if self.ingest.max_connections == 0 {
-            return Err(err("ingest.max_connections", "must be greater than 0".into()));
+            return Err(err(
+                "ingest.max_connections",
+                "must be greater than 0".into(),
+            ));
         }
         for (key, url) in [
             ("upstream.url", &self.upstream.url),
@@ -449,7 +463,10 @@ impl Config {
             let parsed = reqwest::Url::parse(url)
                 .map_err(|e| err(key, format!("not a valid URL ({e}): {url:?}")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(err(key, format!("must be an http:// or https:// URL with a host, got {url:?}")));
+                return Err(err(
+                    key,
+                    format!("must be an http:// or https:// URL with a host, got {url:?}"),
+                ));
             }
         }
         if self.buffer.path.as_os_str().is_empty() {
@@ -473,25 +490,47 @@ impl Config {
         if self.forward.max_bytes < 1024 {
             return Err(err("forward.max_bytes", "must be at least 1024".into()));
         }
-        if self.forward.runs_per_second > 0 && (self.forward.runs_burst as usize) < self.forward.max_runs {
+        if self.forward.runs_per_second > 0
+            && (self.forward.runs_burst as usize) < self.forward.max_runs
+        {
             return Err(err(
                 "forward.runs_burst",
-                format!("must be at least forward.max_runs ({})", self.forward.max_runs),
+                format!(
+                    "must be at least forward.max_runs ({})",
+                    self.forward.max_runs
+                ),
             ));
         }
         if self.forward.requests_per_second > 0 && self.forward.requests_burst == 0 {
-            return Err(err("forward.requests_burst", "must be greater than 0".into()));
+            return Err(err(
+                "forward.requests_burst",
+                "must be greater than 0".into(),
+            ));
         }
-        if self.forward.retry_initial.is_zero() || self.forward.retry_max < self.forward.retry_initial {
+        if self.forward.retry_initial.is_zero()
+            || self.forward.retry_max < self.forward.retry_initial
+        {
             return Err(err(
                 "forward.retry_max",
                 "retry_initial must be > 0 and retry_max >= retry_initial".into(),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(err("log.level", format!("not a valid filter: {:?}", self.log.level)));
+            return Err(err(
+                "log.level",
+                format!("not a valid filter: {:?}", self.log.level),
+            ));
         }
-        let exposed = !self.ingest.http_addr.ip().is_loopback() || !self.ingest.grpc_addr.ip().is_loopback();
+        if self.upstream.auth_mode == AuthMode::Passthrough
+            && (!self.ingest.auth_token_file.is_empty() || token_in_env)
+        {
+            return Err(err(
+                "upstream.auth_mode",
+                "\"passthrough\" reads the project key from the client's Authorization header, which an inbound token would also need; use \"sidecar-key\" with an inbound token".into(),
+            ));
+        }
+        let exposed =
+            !self.ingest.http_addr.ip().is_loopback() || !self.ingest.grpc_addr.ip().is_loopback();
         if exposed
             && self.ingest.auth_token_file.is_empty()
             && !self.ingest.allow_unauthenticated
@@ -608,7 +647,12 @@ fn key_at(text: &str, offset: usize) -> String {
             if line.starts_with('[') {
                 return section;
             }
-            let name = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+            let name = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
             return if section.is_empty() {
                 name.to_string()
             } else {
@@ -631,8 +675,11 @@ mod duration_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); use e.g. \"200ms\", \"10s\", \"24h\"")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); use e.g. \"200ms\", \"10s\", \"24h\""
+            ))
+        })
     }
 }
 
@@ -723,7 +770,10 @@ mod tests {
     fn env_override_errors_name_the_variable() {
         let e = load("", &[("DYNAMIQ_SIDECAR_BUFFER_MAX_BYTES", "lots")]).unwrap_err();
         assert_eq!(e.key, "buffer.max_bytes");
-        assert_eq!(e.origin.as_deref(), Some("env DYNAMIQ_SIDECAR_BUFFER_MAX_BYTES"));
+        assert_eq!(
+            e.origin.as_deref(),
+            Some("env DYNAMIQ_SIDECAR_BUFFER_MAX_BYTES")
+        );
         let e = load("", &[("DYNAMIQ_SIDECAR_BUFFER_COLOUR", "red")]).unwrap_err();
         assert_eq!(e.key, "buffer.colour");
     }

@@ -59,7 +59,10 @@ impl Readiness {
 
     /// The latches that are not ready.
     pub fn failing(&self) -> Vec<Latch> {
-        Latch::ALL.into_iter().filter(|l| !self.is_set(*l)).collect()
+        Latch::ALL
+            .into_iter()
+            .filter(|l| !self.is_set(*l))
+            .collect()
     }
 }
 

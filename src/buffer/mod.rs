@@ -12,7 +12,10 @@ use crate::config::BufferConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("buffer I/O error at {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("buffer directory {0} is locked by another process")]
     Locked(std::path::PathBuf),
 }
@@ -90,7 +93,12 @@ impl Buffer {
 pub struct Reader {}
 
 impl Reader {
-    pub async fn next_batch(&mut self, max_records: usize, max_bytes: usize, linger: Duration) -> Result<Vec<Record>, BufferError> {
+    pub async fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> Result<Vec<Record>, BufferError> {
         unimplemented!()
     }
     pub fn ack(&mut self, through_seq: u64) -> Result<(), BufferError> {

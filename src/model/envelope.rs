@@ -106,7 +106,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&b""[..], b"\x01", b"\x02\x01\x00\x00{}", b"\x01\x09\x00\x00{}", b"\x01\x01\xff\x00ab"] {
+        for bad in [
+            &b""[..],
+            b"\x01",
+            b"\x02\x01\x00\x00{}",
+            b"\x01\x09\x00\x00{}",
+            b"\x01\x01\xff\x00ab",
+        ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }

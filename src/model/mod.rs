@@ -1,4 +1,14 @@
-//! The run model: a batch is kept as the bytes the client sent; only the fields the sidecar
-//! needs are read.
+//! The run model: a Dynamiq batch is kept as the bytes the client sent; only the fields the
+//! sidecar needs (ids, type, status, times) are read, borrowed from the body.
+//!
+//! Owns: validation (CONTRACT §2) and the envelope each buffered record carries. Guarantees:
+//! what reaches the collector is byte-for-byte what the client sent for each run; a batch is
+//! accepted or rejected whole, with per-field details.
 
+pub mod batch;
 pub mod envelope;
+
+pub use batch::{
+    JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError, classify_json_body,
+    parse_batch,
+};

@@ -1,1 +1,51 @@
-//! Receivers.
+//! Receivers: the HTTP listener on `ingest.http_addr` and what it accepts.
+//!
+//! Owns: `POST /v1/traces` (Dynamiq runs; OTLP/HTTP is recognised and answered 501 until the
+//! OTLP input lands), inbound auth, body limits and decompression, and the accept loop with
+//! connection limits, header timeouts and graceful shutdown. Guarantees: a client is told
+//! "ok" only once its runs are durably buffered; bad input gets a JSON 4xx and affects nothing
+//! else; the process never panics on input.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod traces;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+
+use crate::admin::readiness::Readiness;
+use crate::buffer::Buffer;
+use crate::config::AuthMode;
+use auth::InboundAuth;
+use metrics::IngestMetrics;
+
+/// What the ingest handlers share.
+#[derive(Clone)]
+pub struct IngestState {
+    /// Where accepted runs go.
+    pub buffer: Buffer,
+    /// Inbound token check.
+    pub auth: InboundAuth,
+    /// Whether the client's key is stored with its runs.
+    pub auth_mode: AuthMode,
+    /// `ingest.max_body_bytes`.
+    pub max_body_bytes: u64,
+    /// `ingest.request_timeout`: the whole request must arrive within it.
+    pub request_timeout: Duration,
+    /// The buffer latch is refreshed after each append.
+    pub readiness: Readiness,
+    /// Counters.
+    pub metrics: IngestMetrics,
+}
+
+/// The ingest routes (without the admin routes; see [`crate::app::router`]).
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces::post_traces))
+        .with_state(state)
+}

@@ -1,0 +1,729 @@
+//! Parsing and validation of a Dynamiq run batch (`{"runs": [...]}`) without rebuilding it.
+//!
+//! Owns: the collector's validation rules (CONTRACT §2). Guarantees:
+//! - Each accepted run is kept as the exact bytes the client sent ([`RawRun::json`]), so unknown
+//!   fields, key order, big integers and float spellings reach the collector unchanged.
+//! - Only the fields the sidecar needs are read, borrowed from the body (no tree is built, no
+//!   string is copied unless it contains escapes).
+//! - A batch is valid as a whole or rejected as a whole; the error lists every bad field as
+//!   `runs[i].field → problem`, up to [`MAX_DETAILS`] entries.
+//! - Hostile input fails cleanly: nesting deeper than serde_json's recursion limit (128), invalid
+//!   UTF-8 and truncated JSON are errors, never panics or unbounded recursion.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Most per-field problems reported in one error (the rest are summarised).
+pub const MAX_DETAILS: usize = 50;
+
+/// Deepest nesting of arrays/objects accepted in a body. serde_json skips unread values
+/// without a depth limit, so the sidecar checks it itself: 128 is serde_json's own recursion
+/// limit, so every later stage (query API, conversion) can parse what was accepted.
+pub const MAX_DEPTH: usize = 128;
+
+/// The run types the collector accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunType {
+    /// A whole workflow (usually the root).
+    Workflow,
+    /// A flow inside a workflow.
+    Flow,
+    /// A node (LLM, tool, agent, ...).
+    Node,
+}
+
+impl RunType {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "workflow" => Some(Self::Workflow),
+            "flow" => Some(Self::Flow),
+            "node" => Some(Self::Node),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Workflow => "workflow",
+            Self::Flow => "flow",
+            Self::Node => "node",
+        }
+    }
+}
+
+/// The statuses the collector accepts (`null` is `None` on [`RawRun::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Not executed.
+    Skipped,
+    /// Stopped before it finished.
+    Canceled,
+}
+
+impl RunStatus {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "skipped" => Some(Self::Skipped),
+            "canceled" => Some(Self::Canceled),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+/// One validated run: its bytes as received and the fields the sidecar reads.
+#[derive(Debug, Clone)]
+pub struct RawRun<'a> {
+    /// The run's JSON exactly as the client sent it.
+    pub json: &'a str,
+    /// `id`.
+    pub id: Cow<'a, str>,
+    /// `name`.
+    pub name: Cow<'a, str>,
+    /// `type`.
+    pub run_type: RunType,
+    /// `trace_id`.
+    pub trace_id: Cow<'a, str>,
+    /// `source_id`.
+    pub source_id: Cow<'a, str>,
+    /// `session_id`, when present and a string.
+    pub session_id: Option<Cow<'a, str>>,
+    /// `parent_run_id`, when present and a string.
+    pub parent_run_id: Option<Cow<'a, str>>,
+    /// `start_time`.
+    pub start_time: OffsetDateTime,
+    /// `end_time` (`None` for `null`: a run that never ended).
+    pub end_time: Option<OffsetDateTime>,
+    /// `status` (`None` for `null`).
+    pub status: Option<RunStatus>,
+}
+
+/// A validated batch, borrowing from the request body.
+#[derive(Debug, Clone)]
+pub struct RunBatch<'a> {
+    /// The runs, in the order sent.
+    pub runs: Vec<RawRun<'a>>,
+}
+
+/// Why a batch was rejected. Rendered as the collector's 400 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    /// One sentence for humans.
+    pub message: String,
+    /// `runs[3].start_time` → what is wrong with it.
+    pub details: BTreeMap<String, String>,
+}
+
+impl ValidationError {
+    fn whole(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            details: BTreeMap::new(),
+        }
+    }
+}
+
+/// The top level of a JSON body: which kind of body it is.
+#[derive(Deserialize)]
+struct TopLevel<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    runs: Option<&'a RawValue>,
+    #[serde(
+        rename = "resourceSpans",
+        default,
+        deserialize_with = "ignored_present"
+    )]
+    resource_spans: Option<()>,
+    #[serde(
+        rename = "resource_spans",
+        default,
+        deserialize_with = "ignored_present"
+    )]
+    resource_spans_snake: Option<()>,
+}
+
+/// What a JSON body posted to `/v1/traces` is, told by its top-level key (CONTRACT §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonBodyKind {
+    /// `{"runs": ...}`: a Dynamiq batch.
+    DynamiqRuns,
+    /// `{"resourceSpans": ...}`: OTLP/JSON.
+    OtlpJson,
+}
+
+/// Tells a Dynamiq body from an OTLP/JSON body, or explains why it is neither.
+pub fn classify_json_body(body: &[u8]) -> Result<JsonBodyKind, ValidationError> {
+    let top: TopLevel<'_> = parse_top(body)?;
+    match (top.runs.is_some(), top.resource_spans.is_some()) {
+        (true, false) => Ok(JsonBodyKind::DynamiqRuns),
+        (false, true) => Ok(JsonBodyKind::OtlpJson),
+        (true, true) => Err(ValidationError::whole(
+            "body has both `runs` and `resourceSpans`; send one kind per request",
+        )),
+        (false, false) if top.resource_spans_snake.is_some() => Err(ValidationError::whole(
+            "OTLP/JSON field names are lowerCamelCase: use `resourceSpans`, not `resource_spans`",
+        )),
+        (false, false) => Err(ValidationError::whole(
+            "body must be a JSON object with a `runs` array (Dynamiq) or `resourceSpans` (OTLP/JSON)",
+        )),
+    }
+}
+
+fn parse_top(body: &[u8]) -> Result<TopLevel<'_>, ValidationError> {
+    check_depth(body)?;
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ValidationError::whole(
+                "body must be a JSON object with a `runs` array (Dynamiq) or `resourceSpans` (OTLP/JSON)",
+            )
+        } else {
+            ValidationError::whole(format!("invalid JSON: {e}"))
+        }
+    })
+}
+
+/// Parses and validates a Dynamiq batch.
+pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
+    check_depth(body)?;
+    // Fast path: one scan splits the array into raw runs. On failure, a second look finds
+    // the precise reason for the message.
+    let items = match serde_json::from_slice::<RunsOnly<'_>>(body) {
+        Ok(top) => top.runs,
+        Err(_) => return Err(explain_bad_batch(body)),
+    };
+    if items.is_empty() {
+        return Err(ValidationError {
+            message: "`runs` must contain at least one run".into(),
+            details: BTreeMap::from([("runs".into(), "must not be empty".into())]),
+        });
+    }
+    let mut details = BTreeMap::new();
+    let mut overflow = 0usize;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, raw) in items.into_iter().enumerate() {
+        let mut problems = Vec::new();
+        let run = validate_run(raw, &mut problems);
+        for (field, problem) in problems {
+            if details.len() < MAX_DETAILS {
+                let key = if field.is_empty() {
+                    format!("runs[{i}]")
+                } else {
+                    format!("runs[{i}].{field}")
+                };
+                details.insert(key, problem);
+            } else {
+                overflow += 1;
+            }
+        }
+        if let Some(run) = run {
+            out.push(run);
+        }
+    }
+    if details.is_empty() {
+        return Ok(RunBatch { runs: out });
+    }
+    let mut message = format!(
+        "{} invalid field(s) in the batch; nothing was stored",
+        details.len() + overflow
+    );
+    if overflow > 0 {
+        message.push_str(&format!(" ({overflow} more not listed)"));
+    }
+    Err(ValidationError { message, details })
+}
+
+/// Rejects bodies nested deeper than [`MAX_DEPTH`]: one pass over the bytes, aware of
+/// strings and escapes, before any parsing.
+fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Jump through the string: only `"` and `\` matter inside it.
+                let mut j = i + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', body.get(j..).unwrap_or(&[])) {
+                        None => return Ok(()), // unterminated: the parser reports it
+                        Some(k) if body[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k + 1;
+                            break;
+                        }
+                    }
+                }
+                i = j;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ValidationError::whole(format!(
+                        "JSON nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The fast path's view of a Dynamiq body.
+#[derive(Deserialize)]
+struct RunsOnly<'a> {
+    #[serde(borrow)]
+    runs: Vec<&'a RawValue>,
+}
+
+/// Why a body did not parse as `{"runs": [...]}` (slow path, errors only).
+fn explain_bad_batch(body: &[u8]) -> ValidationError {
+    let top = match parse_top(body) {
+        Ok(top) => top,
+        Err(e) => return e,
+    };
+    let Some(runs) = top.runs else {
+        return ValidationError::whole("body must be a JSON object with a `runs` array");
+    };
+    match serde_json::from_str::<Vec<&RawValue>>(runs.get()) {
+        Ok(_) => ValidationError::whole("invalid JSON body"),
+        Err(_) => ValidationError {
+            message: "`runs` must be an array of run objects".into(),
+            details: BTreeMap::from([("runs".into(), "must be an array".into())]),
+        },
+    }
+}
+
+/// The required fields of a run, borrowed. `Some(raw)` even for `null`, `None` when absent.
+#[derive(Deserialize)]
+struct RunFields<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type", default, deserialize_with = "present")]
+    run_type: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    trace_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    source_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    session_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    parent_run_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    start_time: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    end_time: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    status: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn ignored_present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| Some(()))
+}
+
+/// What a raw JSON value is, for messages.
+fn kind_of(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    }
+}
+
+/// Reads a JSON string value, borrowing when it has no escapes.
+fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !raw.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
+type Problems = Vec<(&'static str, String)>;
+
+fn required_string<'a>(
+    field: &'static str,
+    raw: Option<&'a RawValue>,
+    problems: &mut Problems,
+) -> Option<Cow<'a, str>> {
+    match raw {
+        None => {
+            problems.push((field, "is required".into()));
+            None
+        }
+        Some(r) => match as_str(r) {
+            Some(s) => Some(s),
+            None => {
+                problems.push((field, format!("must be a string, got {}", kind_of(r))));
+                None
+            }
+        },
+    }
+}
+
+fn optional_string<'a>(
+    field: &'static str,
+    raw: Option<&'a RawValue>,
+    problems: &mut Problems,
+) -> Option<Cow<'a, str>> {
+    match raw {
+        None => None,
+        Some(r) if r.get() == "null" => None,
+        Some(r) => match as_str(r) {
+            Some(s) => Some(s),
+            None => {
+                problems.push((
+                    field,
+                    format!("must be a string or null, got {}", kind_of(r)),
+                ));
+                None
+            }
+        },
+    }
+}
+
+fn timestamp(
+    field: &'static str,
+    raw: Option<&RawValue>,
+    nullable: bool,
+    problems: &mut Problems,
+) -> Option<Option<OffsetDateTime>> {
+    let Some(r) = raw else {
+        problems.push((field, "is required".into()));
+        return None;
+    };
+    if nullable && r.get() == "null" {
+        return Some(None);
+    }
+    let Some(text) = as_str(r) else {
+        let expected = if nullable {
+            "an RFC 3339 string or null"
+        } else {
+            "an RFC 3339 string"
+        };
+        problems.push((field, format!("must be {expected}, got {}", kind_of(r))));
+        return None;
+    };
+    match OffsetDateTime::parse(&text, &Rfc3339) {
+        Ok(t) => Some(Some(t)),
+        Err(_) => {
+            let shown: String = text.chars().take(40).collect();
+            problems.push((
+                field,
+                format!("must be an RFC 3339 timestamp like 2026-01-31T12:00:00.123456+00:00, got {shown:?}"),
+            ));
+            None
+        }
+    }
+}
+
+fn validate_run<'a>(raw: &'a RawValue, problems: &mut Problems) -> Option<RawRun<'a>> {
+    if !raw.get().starts_with('{') {
+        problems.push(("", format!("must be an object, got {}", kind_of(raw))));
+        return None;
+    }
+    let fields: RunFields<'a> = match serde_json::from_str(raw.get()) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(("", format!("invalid run object: {e}")));
+            return None;
+        }
+    };
+    let id = required_string("id", fields.id, problems);
+    let name = required_string("name", fields.name, problems);
+    let type_text = required_string("type", fields.run_type, problems);
+    let run_type = type_text.as_deref().and_then(|t| {
+        let parsed = RunType::parse(t);
+        if parsed.is_none() {
+            problems.push((
+                "type",
+                format!("must be one of workflow, flow, node; got {t:?}"),
+            ));
+        }
+        parsed
+    });
+    let trace_id = required_string("trace_id", fields.trace_id, problems);
+    let source_id = required_string("source_id", fields.source_id, problems);
+    let session_id = optional_string("session_id", fields.session_id, problems);
+    let parent_run_id = optional_string("parent_run_id", fields.parent_run_id, problems);
+    let start_time = timestamp("start_time", fields.start_time, false, problems);
+    let end_time = timestamp("end_time", fields.end_time, true, problems);
+    let status = match fields.status {
+        None => {
+            problems.push(("status", "is required (null is allowed)".into()));
+            None
+        }
+        Some(r) if r.get() == "null" => Some(None),
+        Some(r) => {
+            match as_str(r) {
+                Some(s) => match RunStatus::parse(&s) {
+                    Some(st) => Some(Some(st)),
+                    None => {
+                        problems.push((
+                        "status",
+                        format!("must be one of succeeded, failed, skipped, canceled or null; got {s:?}"),
+                    ));
+                        None
+                    }
+                },
+                None => {
+                    problems.push((
+                        "status",
+                        format!("must be a string or null, got {}", kind_of(r)),
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    Some(RawRun {
+        json: raw.get(),
+        id: id?,
+        name: name?,
+        run_type: run_type?,
+        trace_id: trace_id?,
+        source_id: source_id?,
+        session_id,
+        parent_run_id,
+        start_time: start_time??,
+        end_time: end_time?,
+        status: status?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUCCESS: &str = include_str!("../../tests/fixtures/workflow-success.json");
+    const FAILURE: &str = include_str!("../../tests/fixtures/workflow-node-failure.json");
+
+    fn run(extra: &str) -> String {
+        format!(
+            r#"{{"id":"r1","name":"n","type":"node","trace_id":"t","source_id":"s","start_time":"2026-11-24T08:15:38.271234+00:00","end_time":null,"status":null{extra}}}"#
+        )
+    }
+
+    fn details(body: &str) -> BTreeMap<String, String> {
+        parse_batch(body.as_bytes()).unwrap_err().details
+    }
+
+    #[test]
+    fn real_sdk_fixtures_validate_and_keep_their_exact_bytes() {
+        for fixture in [SUCCESS, FAILURE] {
+            let batch = parse_batch(fixture.as_bytes()).unwrap();
+            let reparsed: serde_json::Value = serde_json::from_str(fixture).unwrap();
+            let expected = reparsed["runs"].as_array().unwrap();
+            assert_eq!(batch.runs.len(), expected.len());
+            for (got, want) in batch.runs.iter().zip(expected) {
+                assert_eq!(got.id, want["id"].as_str().unwrap());
+                // The bytes are a verbatim slice of the body.
+                assert!(fixture.contains(got.json));
+                assert_eq!(
+                    &serde_json::from_str::<serde_json::Value>(got.json).unwrap(),
+                    want
+                );
+            }
+        }
+        let failed = parse_batch(FAILURE.as_bytes()).unwrap();
+        assert!(
+            failed
+                .runs
+                .iter()
+                .any(|r| r.status == Some(RunStatus::Failed))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_big_numbers_and_float_spellings_are_kept_verbatim() {
+        let r = run(
+            r#","zzz":{"b":1,"a":2},"big":123456789012345678901234567890,"f":1.50,"e":1E+2,"u":"\u00e9""#,
+        );
+        let body = format!(r#"{{"runs":[{r}]}}"#);
+        let batch = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(batch.runs[0].json, r);
+    }
+
+    #[test]
+    fn null_end_time_and_status_are_accepted() {
+        let body = format!(r#"{{"runs":[{}]}}"#, run(""));
+        let b = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(b.runs[0].end_time, None);
+        assert_eq!(b.runs[0].status, None);
+    }
+
+    #[test]
+    fn missing_required_fields_are_listed_per_run_and_field() {
+        let d = details(r#"{"runs":[{"id":"a"}]}"#);
+        for f in [
+            "name",
+            "type",
+            "trace_id",
+            "source_id",
+            "start_time",
+            "end_time",
+            "status",
+        ] {
+            assert_eq!(
+                d.get(&format!("runs[0].{f}"))
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                if f == "status" {
+                    "is required (null is allowed)"
+                } else {
+                    "is required"
+                },
+                "{f}"
+            );
+        }
+        assert!(!d.contains_key("runs[0].id"));
+    }
+
+    #[test]
+    fn wrongly_typed_fields_say_what_they_got() {
+        let bad = r#"{"id":5,"name":"n","type":"task","trace_id":"t","source_id":null,"start_time":"yesterday","end_time":7,"status":"done"}"#;
+        let body = format!(r#"{{"runs":[{},{bad}]}}"#, run(""));
+        let d = details(&body);
+        assert_eq!(d["runs[1].id"], "must be a string, got a number");
+        assert!(d["runs[1].type"].contains("workflow, flow, node"));
+        assert_eq!(d["runs[1].source_id"], "must be a string, got null");
+        assert!(d["runs[1].start_time"].contains("RFC 3339"));
+        assert!(d["runs[1].end_time"].contains("or null"));
+        assert!(d["runs[1].status"].contains("succeeded"));
+        assert!(!d.keys().any(|k| k.starts_with("runs[0]")));
+    }
+
+    #[test]
+    fn both_z_and_offset_timestamps_are_rfc3339() {
+        for t in [
+            "2026-11-24T08:15:38Z",
+            "2026-11-24T08:15:38.5+00:00",
+            "2026-11-24T08:15:38.123456789-05:30",
+        ] {
+            let r = run("").replace("2026-11-24T08:15:38.271234+00:00", t);
+            assert!(
+                parse_batch(format!(r#"{{"runs":[{r}]}}"#).as_bytes()).is_ok(),
+                "{t}"
+            );
+        }
+        for t in [
+            "2026-11-24 08:15:38",
+            "2026-11-24T08:15:38",
+            "2026-13-24T08:15:38Z",
+            "",
+        ] {
+            let r = run("").replace("2026-11-24T08:15:38.271234+00:00", t);
+            assert!(
+                parse_batch(format!(r#"{{"runs":[{r}]}}"#).as_bytes()).is_err(),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_shape_errors_are_clear() {
+        assert_eq!(details(r#"{"runs":[]}"#)["runs"], "must not be empty");
+        assert_eq!(details(r#"{"runs":{}}"#)["runs"], "must be an array");
+        assert_eq!(
+            details(r#"{"runs":[1]}"#)["runs[0]"],
+            "must be an object, got a number"
+        );
+        assert!(
+            parse_batch(br#"{"other":1}"#)
+                .unwrap_err()
+                .message
+                .contains("`runs`")
+        );
+        assert!(
+            parse_batch(b"[1,2]")
+                .unwrap_err()
+                .message
+                .contains("`runs`")
+        );
+        assert!(
+            parse_batch(b"{\"runs\":[")
+                .unwrap_err()
+                .message
+                .contains("invalid JSON")
+        );
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors_not_panics() {
+        let deep = format!(
+            r#"{{"runs":[{}]}}"#,
+            run(&format!(
+                r#","x":{}{}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            ))
+        );
+        assert!(parse_batch(deep.as_bytes()).is_err());
+        let mut invalid_utf8 = format!(r#"{{"runs":[{}]}}"#, run(r#","x":"AB""#)).into_bytes();
+        let pos = invalid_utf8.iter().position(|&b| b == b'A').unwrap();
+        invalid_utf8[pos] = 0xff;
+        assert!(parse_batch(&invalid_utf8).is_err());
+        assert!(parse_batch(b"").is_err());
+        assert!(parse_batch(b"\x00\x01").is_err());
+    }
+
+    #[test]
+    fn too_many_problems_are_capped_and_counted() {
+        let runs = vec![r#"{}"#; 20].join(",");
+        let e = parse_batch(format!(r#"{{"runs":[{runs}]}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.details.len(), MAX_DETAILS);
+        assert!(e.message.contains("more not listed"), "{}", e.message);
+    }
+
+    #[test]
+    fn body_kind_is_told_by_the_top_level_key() {
+        assert_eq!(
+            classify_json_body(SUCCESS.as_bytes()).unwrap(),
+            JsonBodyKind::DynamiqRuns
+        );
+        assert_eq!(
+            classify_json_body(br#"{"resourceSpans":[]}"#).unwrap(),
+            JsonBodyKind::OtlpJson
+        );
+        assert!(
+            classify_json_body(br#"{"resource_spans":[]}"#)
+                .unwrap_err()
+                .message
+                .contains("lowerCamelCase")
+        );
+        assert!(classify_json_body(br#"{"foo":1}"#).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! Ingest metrics: requests by outcome, runs accepted, bytes received, time to acknowledge.
+//! Labels come from a closed set (the error codes of [`super::error::ApiError`] plus `accepted`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of `dynamiq_sidecar_ingest_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `dynamiq` or `otlp_http`.
+    pub input: &'static str,
+    /// `accepted` or an error code (`bad_request`, `payload_too_large`, ...).
+    pub outcome: &'static str,
+}
+
+/// Handles to the ingest metrics.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// Requests by input and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Runs accepted (acknowledged to clients).
+    pub runs_accepted: Counter,
+    /// Request body bytes received (before decompression).
+    pub bytes_received: Counter,
+    /// Time from the body being read to the acknowledgement (validation + durable append).
+    pub ack_latency: Histogram,
+}
+
+impl IngestMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            runs_accepted: Counter::default(),
+            bytes_received: Counter::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        };
+        registry.register(
+            "dynamiq_sidecar_ingest_requests",
+            "Ingest requests by input and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_ingest_runs_accepted",
+            "Runs acknowledged to clients (durably buffered)",
+            m.runs_accepted.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_ingest_received_bytes",
+            "Request body bytes received, before decompression",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_ingest_ack_latency_seconds",
+            "Time from a body being read to its acknowledgement",
+            m.ack_latency.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,208 @@
+//! `POST /v1/traces`: one path for Dynamiq run batches and OTLP/HTTP, told apart by
+//! `Content-Type` and, for JSON, by the top-level key (CONTRACT §2–3).
+//!
+//! Guarantees: `200 {"message":"ok","accepted":N}` is sent only after every run of the batch
+//! is in the disk buffer (written, and fsynced under `fsync = "always"`); a batch is stored
+//! whole or not at all; every rejection is a JSON error with a 4xx/5xx that says why.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::IngestState;
+use super::body::{self, Encoding};
+use super::error::ApiError;
+use super::metrics::RequestLabels;
+use crate::admin::readiness::Latch;
+use crate::buffer::AppendError;
+use crate::config::AuthMode;
+use crate::model::{self, JsonBodyKind, envelope};
+
+/// What the body is, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    Json,
+    Protobuf,
+}
+
+fn media_type(headers: &HeaderMap) -> Result<MediaType, ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(MediaType::Json),
+        "application/x-protobuf" | "application/protobuf" => Ok(MediaType::Protobuf),
+        "" => Err(ApiError::unsupported_media(
+            "missing Content-Type: send application/json (Dynamiq runs or OTLP/JSON) or application/x-protobuf (OTLP)",
+        )),
+        _ => Err(ApiError::unsupported_media(
+            "unsupported Content-Type: send application/json (Dynamiq runs or OTLP/JSON) or application/x-protobuf (OTLP)",
+        )),
+    }
+}
+
+/// The handler.
+pub async fn post_traces(State(state): State<IngestState>, request: Request) -> Response {
+    let started = Instant::now();
+    let (input, result) =
+        match tokio::time::timeout(state.request_timeout, handle(&state, request)).await {
+            Ok(r) => r,
+            Err(_) => (
+                "unknown",
+                Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body was not received within ingest.request_timeout",
+                )),
+            ),
+        };
+    match result {
+        Ok(accepted) => {
+            state
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    input,
+                    outcome: "accepted",
+                })
+                .inc();
+            state.metrics.runs_accepted.inc_by(accepted as u64);
+            state
+                .metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+            let body = format!(r#"{{"message":"ok","accepted":{accepted}}}"#);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => {
+            state
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    input,
+                    outcome: e.code,
+                })
+                .inc();
+            tracing::debug!(status = e.status.as_u16(), code = e.code, message = %e.message, "ingest request rejected");
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<usize, ApiError>) {
+    let (parts, body) = request.into_parts();
+    if !state.auth.check(&parts.headers) {
+        return (
+            "unknown",
+            Err(ApiError::unauthorized(
+                "missing or wrong bearer token: send Authorization: Bearer <ingest token>",
+            )),
+        );
+    }
+    let media = match media_type(&parts.headers) {
+        Ok(m) => m,
+        Err(e) => return ("unknown", Err(e)),
+    };
+    let encoding = match body::encoding(&parts.headers) {
+        Ok(e) => e,
+        Err(e) => return ("unknown", Err(e)),
+    };
+    let raw = match body::read_limited(&parts.headers, body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return ("unknown", Err(e)),
+    };
+    state.metrics.bytes_received.inc_by(raw.len() as u64);
+    let decoded = match decode(raw, encoding, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return ("unknown", Err(e)),
+    };
+    match media {
+        MediaType::Protobuf => ("otlp_http", Err(otlp_not_available())),
+        MediaType::Json => match model::classify_json_body(&decoded) {
+            Ok(JsonBodyKind::DynamiqRuns) => (
+                "dynamiq",
+                ingest_runs(state, &parts.headers, &decoded).await,
+            ),
+            Ok(JsonBodyKind::OtlpJson) => ("otlp_http", Err(otlp_not_available())),
+            Err(e) => ("unknown", Err(e.into())),
+        },
+    }
+}
+
+/// Decompression of large bodies runs off the async workers.
+async fn decode(raw: Bytes, encoding: Encoding, limit: u64) -> Result<Bytes, ApiError> {
+    if encoding == Encoding::Identity || raw.len() < 64 * 1024 {
+        return body::decode(raw, encoding, limit);
+    }
+    tokio::task::spawn_blocking(move || body::decode(raw, encoding, limit))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::bad_request("the body could not be decompressed")))
+}
+
+fn otlp_not_available() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "OTLP ingest is not available in this version of dynamiq-sidecar; send Dynamiq runs ({\"runs\": [...]})",
+    )
+}
+
+/// Validates a Dynamiq batch and appends it to the buffer; returns the number of runs.
+async fn ingest_runs(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<usize, ApiError> {
+    let batch = model::parse_batch(body)?;
+    let client_key = match state.auth_mode {
+        AuthMode::SidecarKey => None,
+        AuthMode::Passthrough => Some(super::auth::bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "auth_mode is passthrough: send the project key as Authorization: Bearer <key>",
+            )
+        })?),
+    };
+    let payloads: Vec<Bytes> = batch
+        .runs
+        .iter()
+        .map(|run| envelope::encode_run(run.json.as_bytes(), client_key))
+        .collect();
+    let accepted = payloads.len();
+    let result = state.buffer.append(payloads).await;
+    state
+        .readiness
+        .set(Latch::BufferWritable, state.buffer.is_writable());
+    match result {
+        Ok(_) => Ok(accepted),
+        Err(AppendError::Full { retry_after }) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "buffer_full",
+            "the disk buffer is full (buffer.when_full = \"block\"); retry later",
+        )
+        .with_retry_after(retry_after.as_secs().max(1))),
+        Err(AppendError::TooLarge { size, limit }) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a run of {size} bytes is larger than buffer.segment_bytes ({limit})"),
+        )),
+        Err(e @ (AppendError::Io(_) | AppendError::Closed)) => {
+            tracing::error!(error = %e, "buffer append failed; answering 503");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "buffer_unavailable",
+                "the disk buffer cannot store the batch right now; retry later",
+            )
+            .with_retry_after(5))
+        }
+    }
+}
