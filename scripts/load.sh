@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Ingest load benchmark: requests/s with the real 18 KB SDK fixture body, wrk with 2 threads and
+# 32 connections, against (1) a no-op hyper server (the baseline, same run), (2) the sidecar with
+# fsync = "always", (3) the sidecar with fsync = "never". Also prints the disk's own fdatasync
+# ceiling (dd) and the sidecar's RSS idle and under load. Loopback only.
+#
+# Usage: scripts/load.sh [DURATION_SECONDS]   (default 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-15}"
+BODY=tests/fixtures/workflow-success.json
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+if ! command -v wrk >/dev/null || ! command -v bc >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  (apt-get update -qq && apt-get install -y -qq wrk bc) >/dev/null
+fi
+cargo build --release --quiet --bin dynamiq-sidecar --example noop_server
+BIN=target/release/dynamiq-sidecar
+NOOP=target/release/examples/noop_server
+
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer client"
+local f = io.open("$BODY", "rb"); wrk.body = f:read("*a"); f:close()
+LUA
+
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
+rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+run_wrk() { wrk -t2 -c32 -d"${DURATION}s" -s "$WORK/post.lua" "$1" | tee "$WORK/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out"; }
+
+# Collector black hole for the sidecar (not loaded by wrk).
+"$NOOP" 127.0.0.1:19001 2>/dev/null & wait_port 19001
+
+echo "== baseline: no-op hyper server" >&2
+"$NOOP" 127.0.0.1:19000 2>/dev/null & NOOP_PID=$!; wait_port 19000
+BASE=$(run_wrk http://127.0.0.1:19000/v1/traces); kill $NOOP_PID; wait $NOOP_PID 2>/dev/null || true
+
+declare -A RPS IDLE LOADED
+for FSYNC in always never; do
+  echo "== sidecar fsync=$FSYNC" >&2
+  rm -rf "$WORK/data"
+  cat > "$WORK/sidecar.toml" <<TOML
+[ingest]
+http_addr = "127.0.0.1:19002"
+grpc_addr = "127.0.0.1:19003"
+[upstream]
+url = "http://127.0.0.1:19001"
+[buffer]
+path = "$WORK/data"
+fsync = "$FSYNC"
+max_bytes = 4294967296
+[forward]
+requests_per_second = 0
+runs_per_second = 0
+[log]
+level = "warn"
+TOML
+  DYNAMIQ_ACCESS_KEY=bench-key "$BIN" run --config "$WORK/sidecar.toml" & PID=$!; wait_port 19002
+  sleep 1; IDLE[$FSYNC]=$(rss_kib $PID)
+  ( sleep $((DURATION / 2)); rss_kib $PID > "$WORK/rss" ) &
+  RPS[$FSYNC]=$(run_wrk http://127.0.0.1:19002/v1/traces)
+  LOADED[$FSYNC]=$(cat "$WORK/rss")
+  kill -TERM $PID; wait $PID 2>/dev/null || true
+done
+
+echo "== disk: dd bs=1M count=1000 conv=fdatasync" >&2
+DD=$(dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1000 conv=fdatasync 2>&1 | tail -1); rm -f "$WORK/dd.bin"
+echo "$DD" >&2
+
+BODY_BYTES=$(stat -c %s "$BODY")
+echo
+echo "| target | req/s | ratio to no-op | MB/s of body | RSS idle | RSS under load |"
+echo "|---|---|---|---|---|---|"
+printf "| no-op hyper server (baseline) | %.0f | 1.00 | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)"
+for FSYNC in always never; do
+  printf "| sidecar fsync=%s | %.0f | %.2f | %.0f | %s KiB | %s KiB |\n" "$FSYNC" "${RPS[$FSYNC]}" "$(echo "${RPS[$FSYNC]}/$BASE" | bc -l)" \
+    "$(echo "${RPS[$FSYNC]}*$BODY_BYTES/1000000" | bc -l)" "${IDLE[$FSYNC]}" "${LOADED[$FSYNC]}"
+done
+echo
+echo "disk: $DD"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting and lints, unit tests, integration tests (the real binary
+# against a mock collector on loopback), the reliability short suite and the end-to-end tests
+# with the real Dynamiq SDK (its Python venv is created under target/ on first use).
+# CI runs exactly this (.ci/run). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs)" >&2
+  exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets "$@"
