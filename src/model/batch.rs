@@ -320,28 +320,97 @@ fn explain_bad_batch(body: &[u8]) -> ValidationError {
 }
 
 /// The required fields of a run, borrowed. `Some(raw)` even for `null`, `None` when absent.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RunFields<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     name: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type", default, deserialize_with = "present")]
     run_type: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     trace_id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     source_id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     session_id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     parent_run_id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     start_time: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     end_time: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
     status: Option<&'a RawValue>,
+    /// Set when all ten were found and the scan stopped early.
+    complete: bool,
+}
+
+const FIELD_COUNT: usize = 10;
+
+/// Keys of a run the sidecar reads; everything else is `Other` and skipped.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Id,
+    Name,
+    #[serde(rename = "type")]
+    Type,
+    TraceId,
+    SourceId,
+    SessionId,
+    ParentRunId,
+    StartTime,
+    EndTime,
+    Status,
+    #[serde(other)]
+    Other,
+}
+
+/// Reads the fields of one run. The run's syntax was already checked when the batch was split,
+/// so the scan stops as soon as all ten fields are found (the SDK writes them before the large
+/// `input`/`output`/`metadata` values): per run, a few hundred bytes are read, not the whole run.
+/// The first occurrence of a duplicated key is the one read.
+fn read_fields(raw: &RawValue) -> Result<RunFields<'_>, serde_json::Error> {
+    struct FieldsVisitor<'s, 'a> {
+        out: &'s mut RunFields<'a>,
+    }
+    impl<'a> serde::de::Visitor<'a> for FieldsVisitor<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a run object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut found = 0usize;
+            while let Some(key) = map.next_key::<Field>()? {
+                let slot = match key {
+                    Field::Id => &mut self.out.id,
+                    Field::Name => &mut self.out.name,
+                    Field::Type => &mut self.out.run_type,
+                    Field::TraceId => &mut self.out.trace_id,
+                    Field::SourceId => &mut self.out.source_id,
+                    Field::SessionId => &mut self.out.session_id,
+                    Field::ParentRunId => &mut self.out.parent_run_id,
+                    Field::StartTime => &mut self.out.start_time,
+                    Field::EndTime => &mut self.out.end_time,
+                    Field::Status => &mut self.out.status,
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                };
+                let value: &'a RawValue = map.next_value()?;
+                if slot.is_none() {
+                    *slot = Some(value);
+                    found += 1;
+                }
+                if found == FIELD_COUNT {
+                    self.out.complete = true;
+                    // Stop here; the error is recognised by `complete` and discarded.
+                    return Err(serde::de::Error::custom("all fields found"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut out = RunFields::default();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let result = de.deserialize_map(FieldsVisitor { out: &mut out });
+    match result {
+        Ok(()) => Ok(out),
+        Err(_) if out.complete => Ok(out),
+        Err(e) => Err(e),
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -455,7 +524,7 @@ fn validate_run<'a>(raw: &'a RawValue, problems: &mut Problems) -> Option<RawRun
         problems.push(("", format!("must be an object, got {}", kind_of(raw))));
         return None;
     }
-    let fields: RunFields<'a> = match serde_json::from_str(raw.get()) {
+    let fields = match read_fields(raw) {
         Ok(f) => f,
         Err(e) => {
             problems.push(("", format!("invalid run object: {e}")));
@@ -575,6 +644,34 @@ mod tests {
         let body = format!(r#"{{"runs":[{r}]}}"#);
         let batch = parse_batch(body.as_bytes()).unwrap();
         assert_eq!(batch.runs[0].json, r);
+    }
+
+    #[test]
+    fn fields_are_found_in_any_order_and_after_large_values() {
+        let r = r#"{"input":{"deep":[1,{"status":"x"}]},"status":"failed","end_time":null,"start_time":"2026-11-24T08:15:38Z","source_id":"s","trace_id":"t","type":"flow","name":"n","id":"r9"}"#;
+        let body = format!(r#"{{"runs":[{r}]}}"#);
+        let b = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(b.runs[0].id, "r9");
+        assert_eq!(b.runs[0].status, Some(RunStatus::Failed));
+        assert_eq!(b.runs[0].run_type, RunType::Flow);
+        assert_eq!(b.runs[0].json, r);
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let r = run(&format!(
+            r#","x":"{}\\\"{}""#,
+            "[".repeat(500),
+            "{".repeat(500)
+        ));
+        assert!(parse_batch(format!(r#"{{"runs":[{r}]}}"#).as_bytes()).is_ok());
+        let ok_depth = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH - 3),
+            "]".repeat(MAX_DEPTH - 3)
+        );
+        let r = run(&format!(r#","x":{ok_depth}"#));
+        assert!(parse_batch(format!(r#"{{"runs":[{r}]}}"#).as_bytes()).is_ok());
     }
 
     #[test]
