@@ -1,0 +1,17 @@
+//! Shared helpers for the integration tests (`mod support;` in a test file).
+//!
+//! - [`collector::MockCollector`]: a scriptable stand-in for the Dynamiq collector.
+//! - [`sidecar::Sidecar`]: the real binary as a child process with a generated config.
+//! - [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs.
+//! - [`python`]: the e2e venv with the real Dynamiq SDK and `scripts/e2e/sdk_workflows.py`.
+//!
+//! Each test binary uses a subset of these, hence `dead_code` and `unused_imports` are allowed here.
+#![allow(dead_code, unused_imports)]
+
+pub mod collector;
+pub mod http;
+pub mod python;
+pub mod sidecar;
+
+pub use collector::{MockCollector, MockResponse, RecordedRequest};
+pub use sidecar::{Sidecar, SidecarBuilder};
