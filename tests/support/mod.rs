@@ -8,6 +8,7 @@
 //! Each test binary uses a subset of these, hence `dead_code` and `unused_imports` are allowed here.
 #![allow(dead_code, unused_imports)]
 
+pub mod batches;
 pub mod collector;
 pub mod http;
 pub mod python;
