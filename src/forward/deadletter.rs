@@ -182,7 +182,7 @@ fn json_string(s: &str) -> String {
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -42,7 +42,6 @@ use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +118,21 @@ impl BatchSource for Reader {
 /// `stop` was cancelled: unwind without acknowledging anything more.
 #[derive(Debug)]
 struct Stopped;
+
+/// An error and its sources, `: `-separated (reqwest's own message hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
 
 /// Awaits `f` unless `stop` is cancelled first.
 async fn or_stop<F: Future>(stop: &CancellationToken, f: F) -> Result<F::Output, Stopped> {
@@ -355,14 +369,8 @@ impl<S: BatchSource> Forwarder<S> {
                         max_bytes = self.forward.max_bytes,
                         "run larger than forward.max_bytes; moved to the dead-letter store"
                     );
-                    self.dead_letter(
-                        &[item],
-                        DeadLetterReason::TooLarge,
-                        None,
-                        &Bytes::new(),
-                        stop,
-                    )
-                    .await?;
+                    self.dead_letter(&[item], DeadLetterReason::TooLarge, None, "", stop)
+                        .await?;
                 }
             }
             for seq in done {
@@ -462,7 +470,11 @@ impl<S: BatchSource> Forwarder<S> {
                 Ok(resp) => {
                     let outcome = client::classify(resp.status, &resp.headers, SystemTime::now());
                     let code = resp.status.as_u16();
-                    (outcome, Some(code), resp.body, format!("HTTP {code}"))
+                    // Kept for the dead-letter store and logs; a collector echoing the key must
+                    // not make it leak there.
+                    let text =
+                        String::from_utf8_lossy(&resp.body).replace(key.expose(), "[redacted]");
+                    (outcome, Some(code), text, format!("HTTP {code}"))
                 }
                 Err(ClientError::InvalidKey) => {
                     self.enter_hold(HoldCause::InvalidKey);
@@ -472,11 +484,11 @@ impl<S: BatchSource> Forwarder<S> {
                 Err(e) => (
                     Outcome::Retry { retry_after: None },
                     None,
-                    Bytes::new(),
-                    e.to_string(),
+                    String::new(),
+                    error_chain(&e),
                 ),
             };
-            tracing::debug!(runs = chunk.len(), bytes = body_len, %reason, "collector answered");
+            tracing::debug!(runs = chunk.len(), bytes = body_len, %reason, "request to the collector finished");
 
             match outcome {
                 Outcome::Success => {
@@ -531,7 +543,7 @@ impl<S: BatchSource> Forwarder<S> {
                     tracing::warn!(
                         status = status.unwrap_or_default(),
                         runs = chunk.len(),
-                        response = %String::from_utf8_lossy(&response[..response.len().min(512)]),
+                        response = %deadletter::truncate(&response, 512),
                         "the collector rejected runs permanently; moved to the dead-letter store"
                     );
                     self.dead_letter(chunk, DeadLetterReason::Rejected, status, &response, stop)
@@ -554,16 +566,16 @@ impl<S: BatchSource> Forwarder<S> {
         items: &[Item],
         reason: DeadLetterReason,
         status: Option<u16>,
-        response: &Bytes,
+        response: &str,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let response = String::from_utf8_lossy(response).into_owned();
         let entries: Vec<DeadLetter> = items
             .iter()
             .map(|i| DeadLetter {
                 reason,
                 status,
-                response: response.clone(),
+                response: deadletter::truncate(response, deadletter::MAX_RESPONSE_CHARS)
+                    .to_string(),
                 run: i.run.clone(),
                 client_key: i.client_key.clone(),
             })

@@ -273,11 +273,26 @@ fn start(
     key: Option<&str>,
     tweak: impl FnOnce(&mut ForwardConfig),
 ) -> Harness {
+    start_with(url, mode, key, Duration::from_secs(5), tweak)
+}
+
+fn start_with(
+    url: &str,
+    mode: AuthMode,
+    key: Option<&str>,
+    request_timeout: Duration,
+    tweak: impl FnOnce(&mut ForwardConfig),
+) -> Harness {
+    // Log lines show up in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("dynamiq_sidecar=debug")
+        .with_test_writer()
+        .try_init();
     let upstream = UpstreamConfig {
         url: url.to_string(),
         auth_mode: mode,
         connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
+        request_timeout,
         ..UpstreamConfig::default()
     };
     let mut forward = fast_forward_config();
@@ -884,4 +899,51 @@ async fn stop_abandons_an_in_flight_request_without_acking() {
     let h = h.stop().await;
     assert!(began.elapsed() < Duration::from_millis(500));
     assert_eq!(h.buffer.acked(), 0);
+}
+
+#[tokio::test]
+async fn a_request_timeout_is_retried() {
+    let m = mock(|_, n| {
+        let mut r = reply(200);
+        if n == 0 {
+            r.delay = Duration::from_millis(600);
+        }
+        r
+    })
+    .await;
+    let upstream_timeout = Duration::from_millis(150);
+    let h = start_with(
+        &m.url(),
+        AuthMode::SidecarKey,
+        Some("k"),
+        upstream_timeout,
+        |_| {},
+    );
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 2, "the timed-out request is sent again");
+    assert_eq!(reqs[1].ids(), ["1"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_collector_echoing_the_key_does_not_leak_it_into_the_dead_letter_store() {
+    let m = mock(|req, _| {
+        let mut r = reply(400);
+        r.body = format!("bad request from {}", req.auth.clone().unwrap_or_default());
+        r
+    })
+    .await;
+    let h = start(
+        &m.url(),
+        AuthMode::SidecarKey,
+        Some("sk-top-secret"),
+        |_| {},
+    );
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let dl = h.dead_letters();
+    assert_eq!(dl[0]["response"], "bad request from Bearer [redacted]");
+    h.stop().await;
 }
