@@ -1,26 +1,194 @@
-//! STUB — replaced by the forwarder implementation. The API below is the contract.
-#![allow(missing_docs, unused_variables, dead_code)]
+//! The forwarder: reads batches from the disk buffer and delivers them to the Dynamiq collector
+//! (`POST {upstream.url}/v1/traces`), acknowledging the buffer only once each run is either
+//! accepted by the collector or durably written to the dead-letter store.
+//!
+//! Owns: the delivery loop and its state machine (healthy → retrying with backoff → healthy;
+//! healthy → held for the key → healthy), the `upstream_authorized` readiness latch and the
+//! `dynamiq_sidecar_forward_*` metrics. The pieces live beside this file: [`batch`] (body framing
+//! and request planning), [`client`] (HTTP and status classification), [`retry`] (full-jitter
+//! backoff, `Retry-After`), [`ratelimit`], [`deadletter`] and [`metrics`].
+//!
+//! Guarantees:
+//! - At-least-once: nothing is acknowledged before the collector answered 2xx or the run was
+//!   fsynced to the dead-letter store; a run is never dropped silently. A stop in the middle of a
+//!   request leaves its runs unacknowledged, so they are delivered again after a restart.
+//! - Order: runs go out oldest first; in `passthrough` mode each request holds one client key's
+//!   runs, in buffer order within that key.
+//! - Limits: a request never exceeds `forward.max_runs` runs or `forward.max_bytes` body bytes
+//!   (framing included) and respects both rate limits.
+//! - Outcomes: 2xx acks; 408/429/5xx/transport errors retry forever (or `forward.max_retries`
+//!   times, then dead-letter `gave_up`) with full-jitter backoff and `Retry-After` as a floor; 413
+//!   halves the request down to single runs (then dead-letter `too_large`); other 4xx dead-letter
+//!   `rejected` and ack; 401/403 (or no key at all) hold delivery without acking or
+//!   dead-lettering, clear the readiness latch, and retry every `forward.auth_hold_retry` or as
+//!   soon as the key changes.
+//! - Logs: one line per state change (entering an outage or a hold with its reason, recovering),
+//!   per-attempt detail only at debug. The key is never logged.
+//!
+//! Fails: [`Forwarder::new`] fails only when the HTTP client cannot be built. At run time nothing
+//! is fatal: buffer read errors and dead-letter write errors are logged and retried.
 
+pub mod batch;
+pub mod client;
 pub mod deadletter;
+pub mod metrics;
+pub mod ratelimit;
+pub mod retry;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::readiness::Readiness;
-use crate::buffer::Reader;
-use crate::config::{ForwardConfig, UpstreamConfig};
-use crate::secret::KeyProvider;
-use deadletter::DeadLetterStore;
+use crate::admin::readiness::{Latch, Readiness};
+use crate::buffer::{BufferError, Reader, Record};
+use crate::config::{AuthMode, ForwardConfig, UpstreamConfig};
+use crate::model::envelope;
+use crate::secret::{KeyProvider, Secret};
+use batch::{Item, Piece};
+use client::{ClientError, Outcome, UpstreamClient};
+use deadletter::{DeadLetter, DeadLetterStore};
+use metrics::{DeadLetterReason, ForwardMetrics, RequestOutcome};
+use ratelimit::RateLimits;
+use retry::Backoff;
 
+pub use client::install_crypto_provider;
+
+/// Extra time granted to a buffer read that is lingering when drain begins (see
+/// [`Forwarder::run`]).
+const DRAIN_READ_GRACE: Duration = Duration::from_millis(50);
+/// Pause after a failed buffer read or dead-letter write before trying again (at most).
+const LOCAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why the forwarder could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// The HTTP client could not be built (bad URL, TLS setup).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
 
-pub struct Forwarder {}
+/// Where the forwarder reads runs from: the buffer's [`Reader`] in production, an in-memory fake
+/// in tests.
+///
+/// `next_batch` should be cancel-safe (dropping its future before it resolves must not skip
+/// records). The forwarder drops it only on `stop` (after which it never acknowledges again), or
+/// when drain begins while the read has waited longer than `forward.max_delay` plus a short grace,
+/// i.e. while it is waiting on an empty buffer.
+pub trait BatchSource: Send {
+    /// Up to `max_records` records (about `max_bytes` payload bytes), oldest first, waiting up to
+    /// `linger` for a batch to fill once it has at least one record.
+    fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> impl Future<Output = Result<Vec<Record>, BufferError>> + Send;
+    /// Acknowledges every record up to and including `through_seq`.
+    fn ack(&mut self, through_seq: u64) -> Result<(), BufferError>;
+    /// Records appended but not yet acknowledged.
+    fn pending_records(&self) -> u64;
+}
 
-impl Forwarder {
+impl BatchSource for Reader {
+    fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> impl Future<Output = Result<Vec<Record>, BufferError>> + Send {
+        Reader::next_batch(self, max_records, max_bytes, linger)
+    }
+
+    fn ack(&mut self, through_seq: u64) -> Result<(), BufferError> {
+        Reader::ack(self, through_seq)
+    }
+
+    fn pending_records(&self) -> u64 {
+        Reader::pending_records(self)
+    }
+}
+
+/// `stop` was cancelled: unwind without acknowledging anything more.
+#[derive(Debug)]
+struct Stopped;
+
+/// An error and its sources, `: `-separated (reqwest's own message hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Awaits `f` unless `stop` is cancelled first.
+async fn or_stop<F: Future>(stop: &CancellationToken, f: F) -> Result<F::Output, Stopped> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Stopped),
+        v = f => Ok(v),
+    }
+}
+
+/// Why delivery is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldCause {
+    /// No key configured at all.
+    NoKey,
+    /// The key cannot be carried in a header.
+    InvalidKey,
+    /// The collector answered 401 or 403.
+    Rejected(u16),
+}
+
+/// An ongoing outage (retryable failures since the last answer).
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    retries: u64,
+}
+
+/// How one request group ended.
+enum Resolution {
+    /// Accepted, or durably dead-lettered: acknowledge.
+    Done,
+    /// 413 for several runs: split.
+    Split,
+}
+
+/// Delivers buffered runs to the collector. Build with [`Forwarder::new`], then [`run`](Self::run).
+pub struct Forwarder<S: BatchSource = Reader> {
+    source: S,
+    client: UpstreamClient,
+    key: KeyProvider,
+    key_rx: watch::Receiver<u64>,
+    mode: AuthMode,
+    forward: ForwardConfig,
+    dead_letters: DeadLetterStore,
+    readiness: Readiness,
+    metrics: ForwardMetrics,
+    limits: RateLimits,
+    backoff: Backoff,
+    outage: Option<Outage>,
+    hold: Option<HoldCause>,
+    last_acked: Option<u64>,
+}
+
+impl Forwarder<Reader> {
+    /// Builds the forwarder on the buffer's reader and registers its metrics.
     pub fn new(
         upstream: &UpstreamConfig,
         forward: &ForwardConfig,
@@ -30,10 +198,507 @@ impl Forwarder {
         readiness: Readiness,
         registry: &mut Registry,
     ) -> Result<Self, ForwardError> {
-        unimplemented!()
+        Self::with_source(
+            upstream,
+            forward,
+            reader,
+            key,
+            dead_letters,
+            readiness,
+            registry,
+        )
     }
-    pub async fn run(self, drain: CancellationToken, stop: CancellationToken) {
-        unimplemented!()
+}
+
+impl<S: BatchSource> Forwarder<S> {
+    /// Builds the forwarder on any [`BatchSource`] and registers its metrics.
+    pub fn with_source(
+        upstream: &UpstreamConfig,
+        forward: &ForwardConfig,
+        source: S,
+        key: KeyProvider,
+        dead_letters: DeadLetterStore,
+        readiness: Readiness,
+        registry: &mut Registry,
+    ) -> Result<Self, ForwardError> {
+        let client =
+            UpstreamClient::new(upstream).map_err(|e| ForwardError::Client(e.to_string()))?;
+        let key_rx = key.changed();
+        Ok(Self {
+            source,
+            client,
+            key,
+            key_rx,
+            mode: upstream.auth_mode,
+            forward: forward.clone(),
+            dead_letters,
+            readiness,
+            metrics: ForwardMetrics::register(registry),
+            limits: RateLimits::new(forward),
+            backoff: Backoff::new(forward.retry_initial, forward.retry_max),
+            outage: None,
+            hold: None,
+            last_acked: None,
+        })
+    }
+
+    /// Delivers until `stop` is cancelled (returns promptly; an in-flight request is abandoned
+    /// and its runs stay unacknowledged), or, once `drain` is cancelled, until the buffer has no
+    /// pending record. While draining, reads do not linger for fuller batches.
+    pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+        tracing::info!(endpoint = %self.client.endpoint(), mode = ?self.mode, "forwarder started");
+        match self.run_loop(&drain, &stop).await {
+            Ok(()) => tracing::info!("forwarder drained: every buffered run was delivered"),
+            Err(Stopped) => tracing::info!(
+                pending = self.source.pending_records(),
+                "forwarder stopped; undelivered runs stay in the buffer"
+            ),
+        }
+        self.metrics.in_flight_runs.set(0);
+    }
+
+    async fn run_loop(
+        &mut self,
+        drain: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        loop {
+            if stop.is_cancelled() {
+                return Err(Stopped);
+            }
+            if drain.is_cancelled() && self.source.pending_records() == 0 {
+                return Ok(());
+            }
+            match self.read_batch(drain, stop).await? {
+                Some(records) if !records.is_empty() => self.deliver(records, stop).await?,
+                _ => {}
+            }
+        }
+    }
+
+    /// One buffer read. `None` when there is nothing to deliver right now (empty read, read
+    /// abandoned because drain began, or a logged read error).
+    async fn read_batch(
+        &mut self,
+        drain: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Result<Option<Vec<Record>>, Stopped> {
+        let draining = drain.is_cancelled();
+        let max_delay = self.forward.max_delay;
+        let linger = if draining { Duration::ZERO } else { max_delay };
+        let result = {
+            let read =
+                self.source
+                    .next_batch(self.forward.max_runs, self.forward.max_bytes, linger);
+            tokio::pin!(read);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(Stopped),
+                r = &mut read => r,
+                _ = drain.cancelled(), if !draining => {
+                    // A read that is lingering over records it already holds finishes within
+                    // max_delay; one still waiting after that is waiting on an empty buffer, so it
+                    // is abandoned and the pending count decides.
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Err(Stopped),
+                        r = &mut read => r,
+                        _ = tokio::time::sleep(max_delay + DRAIN_READ_GRACE) => return Ok(None),
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(records) => Ok(Some(records)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the buffer; retrying");
+                or_stop(
+                    stop,
+                    tokio::time::sleep(self.forward.retry_initial.min(LOCAL_ERROR_PAUSE)),
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Delivers one buffer batch, acknowledging as far as every earlier run is resolved.
+    async fn deliver(
+        &mut self,
+        records: Vec<Record>,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
+            match envelope::decode(&record.payload) {
+                Ok(env) => items.push(Item {
+                    seq: record.seq,
+                    client_key: env.client_key,
+                    run: env.run,
+                }),
+                Err(e) => {
+                    self.metrics.corrupt_records.inc();
+                    tracing::error!(seq = record.seq, error = %e, "buffer record cannot be decoded; skipping it");
+                }
+            }
+        }
+        let mut unresolved: BTreeSet<u64> = items.iter().map(|i| i.seq).collect();
+        self.metrics
+            .in_flight_runs
+            .set(i64::try_from(items.len()).unwrap_or(i64::MAX));
+        let pieces = batch::plan(
+            items,
+            self.mode,
+            self.forward.max_runs,
+            self.forward.max_bytes,
+        );
+        // Acknowledge the records that precede the first run (corrupt ones) right away.
+        self.ack_resolved(&seqs, &unresolved);
+        for piece in pieces {
+            let done: Vec<u64> = match &piece {
+                Piece::Send(items) => items.iter().map(|i| i.seq).collect(),
+                Piece::TooLarge(item) => vec![item.seq],
+            };
+            match piece {
+                Piece::Send(items) => self.send_with_splits(items, stop).await?,
+                Piece::TooLarge(item) => {
+                    tracing::warn!(
+                        seq = item.seq,
+                        bytes = item.run.len(),
+                        max_bytes = self.forward.max_bytes,
+                        "run larger than forward.max_bytes; moved to the dead-letter store"
+                    );
+                    self.dead_letter(&[item], DeadLetterReason::TooLarge, None, "", stop)
+                        .await?;
+                }
+            }
+            for seq in done {
+                unresolved.remove(&seq);
+            }
+            self.ack_resolved(&seqs, &unresolved);
+        }
+        self.metrics.in_flight_runs.set(0);
+        Ok(())
+    }
+
+    /// Acks through the last record of `seqs` that precedes every unresolved run.
+    fn ack_resolved(&mut self, seqs: &[u64], unresolved: &BTreeSet<u64>) {
+        let through = match unresolved.first() {
+            None => seqs.last().copied(),
+            Some(&first) => {
+                let idx = seqs.partition_point(|s| *s < first);
+                idx.checked_sub(1).map(|i| seqs[i])
+            }
+        };
+        let Some(through) = through else { return };
+        if self.last_acked.is_some_and(|a| a >= through) {
+            return;
+        }
+        match self.source.ack(through) {
+            Ok(()) => self.last_acked = Some(through),
+            // The next ack covers it; until then these runs would be redelivered after a restart.
+            Err(e) => {
+                tracing::warn!(through_seq = through, error = %e, "cannot acknowledge delivered runs in the buffer")
+            }
+        }
+    }
+
+    /// Sends one planned request, halving it on 413 until every part is resolved.
+    async fn send_with_splits(
+        &mut self,
+        items: Vec<Item>,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let mut queue = VecDeque::from([items]);
+        while let Some(chunk) = queue.pop_front() {
+            if let Resolution::Split = self.send_until_resolved(&chunk, stop).await? {
+                match batch::halve(chunk) {
+                    Some((first, second)) => {
+                        queue.push_front(second);
+                        queue.push_front(first);
+                    }
+                    None => unreachable!("a single run is dead-lettered, not split"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key for a request: the sidecar's, or in passthrough the client's (falling back to the
+    /// sidecar's for records stored without one).
+    fn key_for(&self, chunk: &[Item]) -> Option<Secret> {
+        match self.mode {
+            AuthMode::SidecarKey => self.key.current(),
+            AuthMode::Passthrough => chunk
+                .first()
+                .and_then(|i| i.client_key.clone())
+                .map(Secret::new)
+                .or_else(|| self.key.current()),
+        }
+    }
+
+    /// Sends `chunk` until it is accepted, dead-lettered, or must be split.
+    async fn send_until_resolved(
+        &mut self,
+        chunk: &[Item],
+        stop: &CancellationToken,
+    ) -> Result<Resolution, Stopped> {
+        let mut retries: u32 = 0;
+        loop {
+            let key_version = *self.key_rx.borrow_and_update();
+            let Some(key) = self.key_for(chunk) else {
+                self.enter_hold(HoldCause::NoKey);
+                self.wait_in_hold(key_version, stop).await?;
+                continue;
+            };
+
+            let waited = or_stop(stop, self.limits.acquire(chunk.len())).await?;
+            if !waited.is_zero() {
+                self.metrics.rate_limit_wait.inc_by(waited.as_secs_f64());
+            }
+
+            let body = batch::frame(chunk);
+            let body_len = body.len();
+            let started = Instant::now();
+            let result = or_stop(stop, self.client.send(body, &key)).await?;
+            self.metrics
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+
+            let (outcome, status, response, reason) = match result {
+                Ok(resp) => {
+                    let outcome = client::classify(resp.status, &resp.headers, SystemTime::now());
+                    let code = resp.status.as_u16();
+                    // Kept for the dead-letter store and logs; a collector echoing the key must
+                    // not make it leak there.
+                    let text =
+                        String::from_utf8_lossy(&resp.body).replace(key.expose(), "[redacted]");
+                    (outcome, Some(code), text, format!("HTTP {code}"))
+                }
+                Err(ClientError::InvalidKey) => {
+                    self.enter_hold(HoldCause::InvalidKey);
+                    self.wait_in_hold(key_version, stop).await?;
+                    continue;
+                }
+                Err(e) => (
+                    Outcome::Retry { retry_after: None },
+                    None,
+                    String::new(),
+                    error_chain(&e),
+                ),
+            };
+            tracing::debug!(runs = chunk.len(), bytes = body_len, %reason, "request to the collector finished");
+
+            match outcome {
+                Outcome::Success => {
+                    self.metrics.request(RequestOutcome::Success);
+                    self.metrics.runs.inc_by(chunk.len() as u64);
+                    self.metrics.bytes.inc_by(body_len as u64);
+                    self.link_ok();
+                    return Ok(Resolution::Done);
+                }
+                Outcome::Retry { retry_after } => {
+                    self.metrics.request(RequestOutcome::Retry);
+                    self.metrics.retries.inc();
+                    retries = retries.saturating_add(1);
+                    if self.forward.max_retries > 0 && retries > self.forward.max_retries {
+                        tracing::warn!(
+                            runs = chunk.len(),
+                            retries = self.forward.max_retries,
+                            %reason,
+                            "giving up after forward.max_retries retries; runs moved to the dead-letter store"
+                        );
+                        self.dead_letter(chunk, DeadLetterReason::GaveUp, status, &response, stop)
+                            .await?;
+                        return Ok(Resolution::Done);
+                    }
+                    let sleep = self.backoff.next_sleep(retry_after);
+                    self.enter_outage(&reason, sleep);
+                    or_stop(stop, tokio::time::sleep(sleep)).await?;
+                }
+                Outcome::TooLarge => {
+                    self.link_ok();
+                    if chunk.len() > 1 {
+                        self.metrics.request(RequestOutcome::Split);
+                        tracing::debug!(
+                            runs = chunk.len(),
+                            "collector answered 413; splitting the request"
+                        );
+                        return Ok(Resolution::Split);
+                    }
+                    self.metrics.request(RequestOutcome::DeadLetter);
+                    tracing::warn!(
+                        seq = chunk[0].seq,
+                        bytes = chunk[0].run.len(),
+                        "the collector refused a single run as too large (HTTP 413); moved to the dead-letter store"
+                    );
+                    self.dead_letter(chunk, DeadLetterReason::TooLarge, status, &response, stop)
+                        .await?;
+                    return Ok(Resolution::Done);
+                }
+                Outcome::Reject => {
+                    self.link_ok();
+                    self.metrics.request(RequestOutcome::DeadLetter);
+                    tracing::warn!(
+                        status = status.unwrap_or_default(),
+                        runs = chunk.len(),
+                        response = %deadletter::truncate(&response, 512),
+                        "the collector rejected runs permanently; moved to the dead-letter store"
+                    );
+                    self.dead_letter(chunk, DeadLetterReason::Rejected, status, &response, stop)
+                        .await?;
+                    return Ok(Resolution::Done);
+                }
+                Outcome::AuthHold => {
+                    self.metrics.request(RequestOutcome::AuthHold);
+                    self.enter_hold(HoldCause::Rejected(status.unwrap_or(401)));
+                    self.wait_in_hold(key_version, stop).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes runs to the dead-letter store, retrying until the write is durable (the runs are
+    /// only acknowledged after this returns).
+    async fn dead_letter(
+        &mut self,
+        items: &[Item],
+        reason: DeadLetterReason,
+        status: Option<u16>,
+        response: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let entries: Vec<DeadLetter> = items
+            .iter()
+            .map(|i| DeadLetter {
+                reason,
+                status,
+                response: deadletter::truncate(response, deadletter::MAX_RESPONSE_CHARS)
+                    .to_string(),
+                run: i.run.clone(),
+                client_key: i.client_key.clone(),
+            })
+            .collect();
+        let mut failed = false;
+        loop {
+            match or_stop(stop, self.dead_letters.append(entries.clone())).await? {
+                Ok(()) => break,
+                Err(e) => {
+                    if !failed {
+                        tracing::error!(error = %e, "cannot write the dead-letter store; the runs stay in the buffer and the write is retried");
+                        failed = true;
+                    }
+                    or_stop(stop, tokio::time::sleep(LOCAL_ERROR_PAUSE)).await?;
+                }
+            }
+        }
+        if failed {
+            tracing::info!("dead-letter store writable again");
+        }
+        self.metrics.dead_letters(reason, items.len() as u64);
+        Ok(())
+    }
+
+    /// The collector gave a definitive answer (not retryable, not 401/403): leave any outage or
+    /// hold. An answer other than 401/403 means the key was accepted.
+    fn link_ok(&mut self) {
+        self.backoff.reset();
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                after = ?outage.since.elapsed(),
+                retries = outage.retries,
+                "collector reachable again; delivery resumed"
+            );
+        }
+        if self.hold.take().is_some() {
+            self.readiness.set(Latch::UpstreamAuthorized, true);
+            self.metrics.auth_hold.set(0);
+            tracing::info!("the collector accepted the access key; delivery resumed");
+        }
+    }
+
+    /// A retryable failure: log on entering the outage, debug afterwards.
+    fn enter_outage(&mut self, reason: &str, sleep: Duration) {
+        match &mut self.outage {
+            Some(outage) => {
+                outage.retries += 1;
+                tracing::debug!(%reason, retries = outage.retries, retry_in = ?sleep, "collector still unavailable; retrying");
+            }
+            None => {
+                tracing::warn!(
+                    %reason,
+                    retry_in = ?sleep,
+                    "collector unavailable; retrying with backoff (runs stay in the buffer)"
+                );
+                self.outage = Some(Outage {
+                    since: Instant::now(),
+                    retries: 1,
+                });
+            }
+        }
+    }
+
+    /// Enters (or stays in) the hold: readiness false, one warning per new cause.
+    fn enter_hold(&mut self, cause: HoldCause) {
+        // A 401/403 is an answer: the collector is reachable.
+        if !matches!(cause, HoldCause::NoKey | HoldCause::InvalidKey) {
+            self.outage = None;
+        }
+        self.backoff.reset();
+        if self.hold == Some(cause) {
+            tracing::debug!(?cause, "delivery still held");
+            return;
+        }
+        self.hold = Some(cause);
+        self.readiness.set(Latch::UpstreamAuthorized, false);
+        self.metrics.auth_hold.set(1);
+        let retry = humantime::format_duration(self.forward.auth_hold_retry);
+        match cause {
+            HoldCause::NoKey => tracing::warn!(
+                "no access key: set DYNAMIQ_ACCESS_KEY or upstream.access_key_file (delivery is held; runs stay in the buffer)"
+            ),
+            HoldCause::InvalidKey => tracing::warn!(
+                "the access key contains characters not allowed in an HTTP header (delivery is held; runs stay in the buffer)"
+            ),
+            HoldCause::Rejected(status) => {
+                let whose = match self.mode {
+                    AuthMode::SidecarKey => "the access key",
+                    AuthMode::Passthrough => "a client's access key (passthrough mode)",
+                };
+                tracing::warn!(
+                    "the collector rejected {whose} (HTTP {status}): an org-scoped or revoked key? Dynamiq needs a \
+                     project-scoped access key. Delivery is held (runs stay in the buffer) and retried every {retry} \
+                     or as soon as the key changes"
+                );
+            }
+        }
+    }
+
+    /// Waits for `forward.auth_hold_retry`, or for a key change (immediately if the key changed
+    /// since `key_version` was read).
+    async fn wait_in_hold(
+        &mut self,
+        key_version: u64,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        if *self.key_rx.borrow() != key_version {
+            return Ok(());
+        }
+        let rx = &mut self.key_rx;
+        let changed = async {
+            if rx.changed().await.is_err() {
+                // The provider is gone (cannot happen while we hold it): rely on the timer.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(Stopped),
+            _ = changed => tracing::info!("access key changed; retrying delivery"),
+            _ = tokio::time::sleep(self.forward.auth_hold_retry) => {}
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,230 @@
+//! The forwarder's Prometheus metrics, all prefixed `dynamiq_sidecar_forward_`.
+//!
+//! Owns: registration in the app's registry and the handles the loop updates.
+//!
+//! Guarantees: labels come from small closed enums (bounded cardinality); no metric ever carries
+//! a key, a URL or a response body.
+//!
+//! Fails: never.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+/// What became of one upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// 2xx.
+    Success,
+    /// Retryable status, timeout or connection error.
+    Retry,
+    /// 413: split in halves.
+    Split,
+    /// Permanent rejection, dead-lettered.
+    DeadLetter,
+    /// 401/403: delivery held.
+    AuthHold,
+}
+
+impl EncodeLabelValue for RequestOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            RequestOutcome::Success => "success",
+            RequestOutcome::Retry => "retry",
+            RequestOutcome::Split => "split",
+            RequestOutcome::DeadLetter => "dead_letter",
+            RequestOutcome::AuthHold => "auth_hold",
+        })
+    }
+}
+
+/// Why a run was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// The collector rejected it permanently (4xx).
+    Rejected,
+    /// Larger than one request may be.
+    TooLarge,
+    /// `forward.max_retries` exhausted.
+    GaveUp,
+}
+
+impl DeadLetterReason {
+    /// The `reason` written in dead-letter files and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::TooLarge => "too_large",
+            DeadLetterReason::GaveUp => "gave_up",
+        }
+    }
+}
+
+impl EncodeLabelValue for DeadLetterReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// `{outcome=...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome.
+    pub outcome: RequestOutcome,
+}
+
+/// `{reason=...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason.
+    pub reason: DeadLetterReason,
+}
+
+/// Handles to every forwarder metric.
+#[derive(Debug, Clone)]
+pub struct ForwardMetrics {
+    /// Runs acknowledged by the collector.
+    pub runs: Counter,
+    /// Body bytes acknowledged by the collector.
+    pub bytes: Counter,
+    /// Requests by outcome.
+    pub requests: Family<OutcomeLabels, Counter>,
+    /// Retries (retryable answers and transport errors).
+    pub retries: Counter,
+    /// Runs written to the dead-letter store, by reason.
+    pub dead_lettered: Family<ReasonLabels, Counter>,
+    /// Buffer records whose envelope could not be decoded (skipped, logged).
+    pub corrupt_records: Counter,
+    /// Upstream request latency in seconds (answers and transport errors alike).
+    pub latency: Histogram,
+    /// Seconds spent waiting for the rate limiters.
+    pub rate_limit_wait: Counter<f64, AtomicU64>,
+    /// 1 while delivery is held for a missing or rejected key.
+    pub auth_hold: Gauge,
+    /// Runs of the batch being delivered.
+    pub in_flight_runs: Gauge,
+}
+
+impl ForwardMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            runs: Counter::default(),
+            bytes: Counter::default(),
+            requests: Family::default(),
+            retries: Counter::default(),
+            dead_lettered: Family::default(),
+            corrupt_records: Counter::default(),
+            latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            rate_limit_wait: Counter::default(),
+            auth_hold: Gauge::default(),
+            in_flight_runs: Gauge::default(),
+        };
+        let r = registry;
+        r.register(
+            "dynamiq_sidecar_forward_runs",
+            "Runs delivered to the collector",
+            m.runs.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_bytes",
+            "Request body bytes delivered to the collector",
+            m.bytes.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_requests",
+            "Requests to the collector by outcome",
+            m.requests.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_retries",
+            "Retried requests (retryable answers, timeouts, connection errors)",
+            m.retries.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dead_lettered_runs",
+            "Runs written to the dead-letter store by reason",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_corrupt_records",
+            "Buffer records whose envelope could not be decoded",
+            m.corrupt_records.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_upstream_latency_seconds",
+            "Latency of requests to the collector",
+            m.latency.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_rate_limit_wait_seconds",
+            "Time spent waiting for the rate limiters",
+            m.rate_limit_wait.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_auth_hold",
+            "1 while delivery is held for a missing or rejected access key",
+            m.auth_hold.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_in_flight_runs",
+            "Runs of the batch being delivered",
+            m.in_flight_runs.clone(),
+        );
+        m
+    }
+
+    /// Counts one request outcome.
+    pub fn request(&self, outcome: RequestOutcome) {
+        self.requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts dead-lettered runs.
+    pub fn dead_letters(&self, reason: DeadLetterReason, runs: u64) {
+        self.dead_lettered
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(runs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_the_prefix_and_snake_case_labels() {
+        let mut reg = Registry::default();
+        let m = ForwardMetrics::register(&mut reg);
+        m.request(RequestOutcome::DeadLetter);
+        m.dead_letters(DeadLetterReason::TooLarge, 2);
+        m.auth_hold.set(1);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(
+            out.contains(r#"dynamiq_sidecar_forward_requests_total{outcome="dead_letter"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"dynamiq_sidecar_forward_dead_lettered_runs_total{reason="too_large"} 2"#
+            ),
+            "{out}"
+        );
+        assert!(out.contains("dynamiq_sidecar_forward_auth_hold 1"), "{out}");
+        assert!(
+            out.contains("dynamiq_sidecar_forward_rate_limit_wait_seconds_total"),
+            "{out}"
+        );
+        assert!(
+            out.contains("dynamiq_sidecar_forward_upstream_latency_seconds_bucket"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,949 @@
+//! End-to-end tests of the delivery loop: a real HTTP mock collector on `127.0.0.1:0` (axum), an
+//! in-memory batch source, a temporary dead-letter directory.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::buffer::Record;
+
+// ---------------------------------------------------------------------------------------------
+// In-memory batch source
+
+#[derive(Default)]
+struct SourceState {
+    records: Vec<Record>,
+    next: usize,
+    acked: u64,
+    ack_calls: Vec<u64>,
+}
+
+/// Shared view of the fake buffer (the forwarder owns a `MemSource` over the same state).
+#[derive(Clone, Default)]
+struct MemBuffer {
+    state: Arc<Mutex<SourceState>>,
+    notify: Arc<Notify>,
+}
+
+impl MemBuffer {
+    fn push(&self, run: &str, client_key: Option<&str>) {
+        {
+            let mut st = self.state.lock().unwrap();
+            let seq = st.records.len() as u64 + 1;
+            st.records.push(Record {
+                seq,
+                appended_at_ms: 0,
+                payload: envelope::encode_run(run.as_bytes(), client_key),
+            });
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn push_raw(&self, payload: &'static [u8]) {
+        {
+            let mut st = self.state.lock().unwrap();
+            let seq = st.records.len() as u64 + 1;
+            st.records.push(Record {
+                seq,
+                appended_at_ms: 0,
+                payload: Bytes::from_static(payload),
+            });
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn acked(&self) -> u64 {
+        self.state.lock().unwrap().acked
+    }
+
+    fn ack_calls(&self) -> Vec<u64> {
+        self.state.lock().unwrap().ack_calls.clone()
+    }
+}
+
+struct MemSource(MemBuffer);
+
+impl BatchSource for MemSource {
+    fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        _linger: Duration,
+    ) -> impl Future<Output = Result<Vec<Record>, BufferError>> + Send {
+        let buf = self.0.clone();
+        async move {
+            loop {
+                let notified = buf.notify.notified();
+                {
+                    let mut st = buf.state.lock().unwrap();
+                    if st.next < st.records.len() {
+                        let mut out = Vec::new();
+                        let mut bytes = 0;
+                        while st.next < st.records.len() && out.len() < max_records {
+                            let r = st.records[st.next].clone();
+                            if !out.is_empty() && bytes + r.payload.len() > max_bytes {
+                                break;
+                            }
+                            bytes += r.payload.len();
+                            out.push(r);
+                            st.next += 1;
+                        }
+                        return Ok(out);
+                    }
+                }
+                notified.await;
+            }
+        }
+    }
+
+    fn ack(&mut self, through_seq: u64) -> Result<(), BufferError> {
+        let mut st = self.0.state.lock().unwrap();
+        assert!(through_seq > st.acked, "acks only move forward");
+        assert!(
+            through_seq as usize <= st.next,
+            "ack of a record never read"
+        );
+        st.acked = through_seq;
+        st.ack_calls.push(through_seq);
+        Ok(())
+    }
+
+    fn pending_records(&self) -> u64 {
+        let st = self.0.state.lock().unwrap();
+        st.records.len() as u64 - st.acked
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mock collector
+
+#[derive(Debug, Clone)]
+struct Req {
+    at: Instant,
+    auth: Option<String>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+impl Req {
+    fn runs(&self) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        v["runs"].as_array().unwrap().clone()
+    }
+    fn ids(&self) -> Vec<String> {
+        self.runs()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
+}
+
+fn reply(status: u16) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: String::new(),
+        delay: Duration::ZERO,
+    }
+}
+
+type Responder = Box<dyn Fn(&Req, usize) -> Reply + Send + Sync>;
+
+struct MockState {
+    requests: Mutex<Vec<Req>>,
+    responder: Responder,
+}
+
+#[derive(Clone)]
+struct Mock {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+}
+
+impl Mock {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    fn requests(&self) -> Vec<Req> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+async fn handle(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = Req {
+        at: Instant::now(),
+        auth: headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string()),
+        content_type: headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string()),
+        body,
+    };
+    let n = {
+        let mut reqs = state.requests.lock().unwrap();
+        reqs.push(req.clone());
+        reqs.len() - 1
+    };
+    let r = (state.responder)(&req, n);
+    if !r.delay.is_zero() {
+        tokio::time::sleep(r.delay).await;
+    }
+    let mut resp = (StatusCode::from_u16(r.status).unwrap(), r.body).into_response();
+    for (k, v) in r.headers {
+        resp.headers_mut().insert(k, v.parse().unwrap());
+    }
+    resp
+}
+
+async fn mock_on(
+    listener: tokio::net::TcpListener,
+    responder: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static,
+) -> Mock {
+    let state = Arc::new(MockState {
+        requests: Mutex::new(Vec::new()),
+        responder: Box::new(responder),
+    });
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(handle))
+        .with_state(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Mock { addr, state }
+}
+
+async fn mock(responder: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static) -> Mock {
+    mock_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        responder,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+struct Harness {
+    buffer: MemBuffer,
+    key: KeyProvider,
+    readiness: Readiness,
+    registry: Registry,
+    dl_dir: tempfile::TempDir,
+    drain: CancellationToken,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn fast_forward_config() -> ForwardConfig {
+    ForwardConfig {
+        max_runs: 100,
+        max_bytes: 1024 * 1024,
+        max_delay: Duration::from_millis(10),
+        requests_per_second: 0,
+        requests_burst: 0,
+        runs_per_second: 0,
+        runs_burst: 0,
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(40),
+        max_retries: 0,
+        auth_hold_retry: Duration::from_secs(60),
+    }
+}
+
+fn start(
+    url: &str,
+    mode: AuthMode,
+    key: Option<&str>,
+    tweak: impl FnOnce(&mut ForwardConfig),
+) -> Harness {
+    start_with(url, mode, key, Duration::from_secs(5), tweak)
+}
+
+fn start_with(
+    url: &str,
+    mode: AuthMode,
+    key: Option<&str>,
+    request_timeout: Duration,
+    tweak: impl FnOnce(&mut ForwardConfig),
+) -> Harness {
+    // Log lines show up in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("dynamiq_sidecar=debug")
+        .with_test_writer()
+        .try_init();
+    let upstream = UpstreamConfig {
+        url: url.to_string(),
+        auth_mode: mode,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout,
+        ..UpstreamConfig::default()
+    };
+    let mut forward = fast_forward_config();
+    tweak(&mut forward);
+    let buffer = MemBuffer::default();
+    let key = KeyProvider::fixed(key.map(|k| Secret::new(k.to_string())));
+    let readiness = Readiness::default();
+    let mut registry = Registry::default();
+    let dl_dir = tempfile::tempdir().unwrap();
+    let store = DeadLetterStore::open(dl_dir.path()).unwrap();
+    let fwd = Forwarder::with_source(
+        &upstream,
+        &forward,
+        MemSource(buffer.clone()),
+        key.clone(),
+        store,
+        readiness.clone(),
+        &mut registry,
+    )
+    .unwrap();
+    let drain = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(fwd.run(drain.clone(), stop.clone()));
+    Harness {
+        buffer,
+        key,
+        readiness,
+        registry,
+        dl_dir,
+        drain,
+        stop,
+        handle: Some(handle),
+    }
+}
+
+impl Harness {
+    async fn stop(mut self) -> Self {
+        self.stop.cancel();
+        let h = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(2), h)
+            .await
+            .expect("run returns promptly after stop")
+            .unwrap();
+        self
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out
+    }
+
+    fn dead_letters(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(self.dl_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                out.push(serde_json::from_str(line).unwrap());
+            }
+        }
+        out
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn run(id: &str) -> String {
+    format!(r#"{{"id":"{id}","x":1.50}}"#)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn the_forwarder_future_is_send_so_the_app_can_spawn_it() {
+    fn assert_send<T: Send>(_: &T) {}
+    #[allow(clippy::diverging_sub_expression, unreachable_code, unused_variables)]
+    fn check(f: Forwarder) {
+        let fut = f.run(CancellationToken::new(), CancellationToken::new());
+        assert_send(&fut);
+    }
+    let _ = check;
+}
+
+#[tokio::test]
+async fn a_2xx_acks_the_batch_and_the_body_is_byte_identical() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("sidecar-key"), |_| {});
+    let runs = [
+        r#"{"id":"a","x":1.50,"big":123456789012345678901234567890,"unknown":{"z":1,"a":[1E+300,2.0e-0]}}"#,
+        r#"{ "id" : "b" , "f": -0.0 }"#,
+        r#"{"id":"c"}"#,
+    ];
+    for r in runs {
+        h.buffer.push(r, None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 3).await;
+    let reqs = m.requests();
+    let body: Vec<u8> = reqs.iter().flat_map(|r| r.body.to_vec()).collect();
+    if reqs.len() == 1 {
+        assert_eq!(
+            body,
+            format!(r#"{{"runs":[{},{},{}]}}"#, runs[0], runs[1], runs[2]).into_bytes()
+        );
+    }
+    let ids: Vec<String> = reqs.iter().flat_map(Req::ids).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    for r in &reqs {
+        assert_eq!(r.auth.as_deref(), Some("Bearer sidecar-key"));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    }
+    let h = h.stop().await;
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains("dynamiq_sidecar_forward_runs_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dynamiq_sidecar_forward_requests_total{outcome="success"}"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("sidecar-key"));
+}
+
+#[tokio::test]
+async fn a_503_is_retried_until_200_and_delivered_exactly_once_in_order() {
+    let m = mock(|_, n| reply(if n < 3 { 503 } else { 200 })).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    for id in ["1", "2", "3"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 3).await;
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 4, "three 503s then one 200");
+    assert!(
+        reqs.iter().all(|r| r.body == reqs[0].body),
+        "the same request is retried"
+    );
+    assert_eq!(reqs[3].ids(), ["1", "2", "3"]);
+    assert_eq!(h.buffer.ack_calls(), vec![3]);
+
+    // Later runs follow, in order, and nothing is sent twice once accepted.
+    for id in ["4", "5"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 5).await;
+    let reqs = m.requests();
+    let delivered: Vec<String> = reqs[3..].iter().flat_map(Req::ids).collect();
+    assert_eq!(delivered, ["1", "2", "3", "4", "5"]);
+    let h = h.stop().await;
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains("dynamiq_sidecar_forward_retries_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dynamiq_sidecar_forward_requests_total{outcome="retry"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_retry_after_is_a_floor_on_the_next_attempt() {
+    let m = mock(|_, n| {
+        if n == 0 {
+            let mut r = reply(429);
+            r.headers.push(("retry-after", "2".into()));
+            r
+        } else {
+            reply(200)
+        }
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "retried after {gap:?}, before the Retry-After floor"
+    );
+    assert!(gap < Duration::from_millis(2500), "{gap:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_413_halves_the_request_until_it_fits() {
+    let m = mock(|req, _| reply(if req.runs().len() > 2 { 413 } else { 200 })).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    for id in ["1", "2", "3", "4", "5"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 5).await;
+    let sizes: Vec<usize> = m.requests().iter().map(|r| r.runs().len()).collect();
+    assert_eq!(sizes, [5, 2, 3, 1, 2]);
+    let delivered: Vec<String> = m
+        .requests()
+        .iter()
+        .filter(|r| r.runs().len() <= 2)
+        .flat_map(Req::ids)
+        .collect();
+    assert_eq!(delivered, ["1", "2", "3", "4", "5"]);
+    assert!(h.dead_letters().is_empty());
+    let h = h.stop().await;
+    assert!(
+        h.metrics()
+            .contains(r#"dynamiq_sidecar_forward_requests_total{outcome="split"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn a_413_for_a_single_run_dead_letters_it_as_too_large() {
+    let m = mock(|req, _| {
+        let mut r = reply(if req.ids().contains(&"big".to_string()) {
+            413
+        } else {
+            200
+        });
+        r.body = "payload too large".into();
+        r
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    for id in ["a", "big", "c"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 3).await;
+    let delivered: Vec<String> = m
+        .requests()
+        .iter()
+        .filter(|r| r.auth.is_some())
+        .flat_map(|r| {
+            if r.ids().contains(&"big".to_string()) {
+                vec![]
+            } else {
+                r.ids()
+            }
+        })
+        .collect();
+    assert_eq!(delivered, ["a", "c"]);
+    let dl = h.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["reason"], "too_large");
+    assert_eq!(dl[0]["status"], 413);
+    assert_eq!(dl[0]["run"]["id"], "big");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_larger_than_max_bytes_is_dead_lettered_without_being_sent() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_bytes = 1024
+    });
+    h.buffer.push(&run("1"), None);
+    h.buffer.push(
+        &format!(r#"{{"id":"huge","pad":"{}"}}"#, "x".repeat(2000)),
+        None,
+    );
+    h.buffer.push(&run("3"), None);
+    wait_until("all acked", || h.buffer.acked() == 3).await;
+    let reqs = m.requests();
+    assert!(reqs.iter().all(|r| r.body.len() <= 1024));
+    let sent: Vec<String> = reqs.iter().flat_map(Req::ids).collect();
+    assert_eq!(sent, ["1", "3"]);
+    let dl = h.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["reason"], "too_large");
+    assert!(dl[0]["status"].is_null());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_422_dead_letters_the_runs_with_the_answer_then_acks() {
+    let m = mock(|_, _| {
+        let mut r = reply(422);
+        r.body = r#"{"error":"invalid run"}"#.into();
+        r
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    let exact = r#"{"id":"1","n":1.50,"big":123456789012345678901234567890}"#;
+    h.buffer.push(exact, None);
+    h.buffer.push(&run("2"), None);
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    assert_eq!(
+        m.requests().len(),
+        1,
+        "a permanent rejection is not retried"
+    );
+    let dl = h.dead_letters();
+    assert_eq!(dl.len(), 2);
+    for d in &dl {
+        assert_eq!(d["reason"], "rejected");
+        assert_eq!(d["status"], 422);
+        assert_eq!(d["response"], r#"{"error":"invalid run"}"#);
+    }
+    let file = std::fs::read_dir(h.dl_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(
+        text.contains(&format!(r#""run":{exact}"#)),
+        "run stored verbatim: {text}"
+    );
+    let summary = deadletter::summarize(h.dl_dir.path()).unwrap();
+    assert_eq!(summary.runs, 2);
+    assert_eq!(summary.by_status.get(&422), Some(&2));
+    let h = h.stop().await;
+    assert!(
+        h.metrics()
+            .contains(r#"dynamiq_sidecar_forward_dead_lettered_runs_total{reason="rejected"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn a_401_holds_delivery_until_the_key_changes_then_resumes() {
+    let m = mock(|req, _| {
+        reply(if req.auth.as_deref() == Some("Bearer good") {
+            200
+        } else {
+            401
+        })
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("revoked"), |_| {});
+    h.buffer.push(&run("1"), None);
+    h.buffer.push(&run("2"), None);
+    wait_until("readiness cleared", || {
+        !h.readiness.is_set(Latch::UpstreamAuthorized)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        m.requests().len(),
+        1,
+        "held: no retry before auth_hold_retry or a key change"
+    );
+    assert_eq!(h.buffer.acked(), 0, "nothing acked while held");
+    assert!(
+        h.dead_letters().is_empty(),
+        "nothing dead-lettered while held"
+    );
+    assert!(h.metrics().contains("dynamiq_sidecar_forward_auth_hold 1"));
+
+    h.key.set(Some(Secret::new("good".into())));
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    assert!(h.readiness.is_set(Latch::UpstreamAuthorized));
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].ids(), ["1", "2"]);
+    let h = h.stop().await;
+    assert!(h.metrics().contains("dynamiq_sidecar_forward_auth_hold 0"));
+}
+
+#[tokio::test]
+async fn a_403_hold_retries_after_auth_hold_retry_even_without_a_key_change() {
+    let m = mock(|_, n| reply(if n == 0 { 403 } else { 200 })).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.auth_hold_retry = Duration::from_millis(100)
+    });
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let reqs = m.requests();
+    assert!(reqs[1].at - reqs[0].at >= Duration::from_millis(100));
+    assert!(h.readiness.is_set(Latch::UpstreamAuthorized));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn no_key_at_all_holds_delivery_until_a_key_appears() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, None, |_| {});
+    h.buffer.push(&run("1"), None);
+    wait_until("readiness cleared", || {
+        !h.readiness.is_set(Latch::UpstreamAuthorized)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(m.requests().is_empty());
+    h.key.set(Some(Secret::new("new".into())));
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    assert_eq!(m.requests()[0].auth.as_deref(), Some("Bearer new"));
+    assert!(h.readiness.is_set(Latch::UpstreamAuthorized));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connection_refused_is_retried_until_the_collector_appears() {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let h = start(
+        &format!("http://{addr}"),
+        AuthMode::SidecarKey,
+        Some("k"),
+        |_| {},
+    );
+    h.buffer.push(&run("1"), None);
+    h.buffer.push(&run("2"), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.buffer.acked(), 0);
+    let m = mock_on(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        |_, _| reply(200),
+    )
+    .await;
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].ids(), ["1", "2"]);
+    let h = h.stop().await;
+    let metrics = h.metrics();
+    assert!(
+        !metrics.contains("dynamiq_sidecar_forward_retries_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn passthrough_groups_runs_by_client_key_and_sends_each_clients_key() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::Passthrough, Some("sidecar"), |_| {});
+    h.buffer.push(&run("a1"), Some("key-a"));
+    h.buffer.push(&run("b1"), Some("key-b"));
+    h.buffer.push(&run("a2"), Some("key-a"));
+    wait_until("all acked", || h.buffer.acked() == 3).await;
+    let mut by_key: Vec<(String, Vec<String>)> = m
+        .requests()
+        .iter()
+        .map(|r| (r.auth.clone().unwrap(), r.ids()))
+        .collect();
+    by_key.sort();
+    // (The first read may hold only the first run; either way every request has one key.)
+    let merged = |k: &str| -> Vec<String> {
+        by_key
+            .iter()
+            .filter(|(a, _)| a == k)
+            .flat_map(|(_, ids)| ids.clone())
+            .collect()
+    };
+    assert_eq!(merged("Bearer key-a"), ["a1", "a2"]);
+    assert_eq!(merged("Bearer key-b"), ["b1"]);
+    assert_eq!(by_key.len(), m.requests().len());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sidecar_key_mode_sends_the_sidecar_key_not_the_clients() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("sidecar"), |_| {});
+    h.buffer.push(&run("1"), Some("client-key"));
+    h.buffer.push(&run("2"), Some("other-client"));
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    for r in m.requests() {
+        assert_eq!(r.auth.as_deref(), Some("Bearer sidecar"));
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn max_retries_dead_letters_as_gave_up_then_acks() {
+    let m = mock(|_, _| reply(503)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_retries = 2
+    });
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    assert_eq!(m.requests().len(), 3, "one attempt plus two retries");
+    let dl = h.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["reason"], "gave_up");
+    assert_eq!(dl[0]["status"], 503);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn requests_respect_max_runs() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_runs = 2
+    });
+    for i in 0..5 {
+        h.buffer.push(&run(&i.to_string()), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 5).await;
+    assert!(m.requests().iter().all(|r| r.runs().len() <= 2));
+    let ids: Vec<String> = m.requests().iter().flat_map(Req::ids).collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_skipped_and_acked_past() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    h.buffer.push_raw(b"\x09garbage");
+    h.buffer.push(&run("2"), None);
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    let ids: Vec<String> = m.requests().iter().flat_map(Req::ids).collect();
+    assert_eq!(ids, ["2"]);
+    let h = h.stop().await;
+    assert!(
+        h.metrics()
+            .contains("dynamiq_sidecar_forward_corrupt_records_total 1")
+    );
+}
+
+#[tokio::test]
+async fn drain_returns_once_nothing_is_pending() {
+    let m = mock(|_, n| {
+        let mut r = reply(if n == 0 { 503 } else { 200 });
+        r.delay = Duration::from_millis(20);
+        r
+    })
+    .await;
+    let mut h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    for i in 0..3 {
+        h.buffer.push(&run(&i.to_string()), None);
+    }
+    h.drain.cancel();
+    let handle = h.handle.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), handle)
+        .await
+        .expect("drain returns")
+        .unwrap();
+    assert_eq!(
+        h.buffer.acked(),
+        3,
+        "drain delivered everything before returning"
+    );
+}
+
+#[tokio::test]
+async fn drain_on_an_idle_forwarder_returns_without_waiting_for_stop() {
+    let m = mock(|_, _| reply(200)).await;
+    let mut h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_delay = Duration::from_millis(100)
+    });
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    tokio::time::sleep(Duration::from_millis(30)).await; // now waiting in an empty read
+    let began = Instant::now();
+    h.drain.cancel();
+    let handle = h.handle.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), handle)
+        .await
+        .expect("drain returns")
+        .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn stop_returns_promptly_in_the_middle_of_a_retry_sleep() {
+    let m = mock(|_, _| reply(503)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.retry_initial = Duration::from_secs(30);
+        f.retry_max = Duration::from_secs(60);
+    });
+    h.buffer.push(&run("1"), None);
+    wait_until("first attempt", || !m.requests().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let began = Instant::now();
+    let h = h.stop().await;
+    assert!(began.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        h.buffer.acked(),
+        0,
+        "an undelivered run stays in the buffer"
+    );
+}
+
+#[tokio::test]
+async fn stop_abandons_an_in_flight_request_without_acking() {
+    let m = mock(|_, _| {
+        let mut r = reply(200);
+        r.delay = Duration::from_secs(10);
+        r
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    h.buffer.push(&run("1"), None);
+    wait_until("request in flight", || !m.requests().is_empty()).await;
+    let began = Instant::now();
+    let h = h.stop().await;
+    assert!(began.elapsed() < Duration::from_millis(500));
+    assert_eq!(h.buffer.acked(), 0);
+}
+
+#[tokio::test]
+async fn a_request_timeout_is_retried() {
+    let m = mock(|_, n| {
+        let mut r = reply(200);
+        if n == 0 {
+            r.delay = Duration::from_millis(600);
+        }
+        r
+    })
+    .await;
+    let upstream_timeout = Duration::from_millis(150);
+    let h = start_with(
+        &m.url(),
+        AuthMode::SidecarKey,
+        Some("k"),
+        upstream_timeout,
+        |_| {},
+    );
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let reqs = m.requests();
+    assert_eq!(reqs.len(), 2, "the timed-out request is sent again");
+    assert_eq!(reqs[1].ids(), ["1"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_collector_echoing_the_key_does_not_leak_it_into_the_dead_letter_store() {
+    let m = mock(|req, _| {
+        let mut r = reply(400);
+        r.body = format!("bad request from {}", req.auth.clone().unwrap_or_default());
+        r
+    })
+    .await;
+    let h = start(
+        &m.url(),
+        AuthMode::SidecarKey,
+        Some("sk-top-secret"),
+        |_| {},
+    );
+    h.buffer.push(&run("1"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let dl = h.dead_letters();
+    assert_eq!(dl[0]["response"], "bad request from Bearer [redacted]");
+    h.stop().await;
+}
