@@ -158,9 +158,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport, BufferError> {
             report.corrupt_records += lost;
             report.corrupt_bytes += end - start;
         }
-        if let Some((start, end)) = scan.tail
-            && i + 1 == count
-        {
+        if let (Some((start, end)), true) = (scan.tail, i + 1 == count) {
             seg.corrupt_bytes += end - start;
             report.torn_tail_bytes += end - start;
         }

@@ -157,8 +157,8 @@ pub(crate) mod testing {
         pub space_left: Option<u64>,
         /// Largest number of bytes one `writev` accepts (short writes).
         pub max_write: Option<usize>,
-        /// The next this-many segment writes fail with EIO.
-        pub fail_writes: u32,
+        /// Bytes that may still be written to segments before writes fail with EIO.
+        pub eio_after: Option<u64>,
         /// The next this-many fsyncs fail with EIO.
         pub fail_syncs: u32,
         /// Sleep in every fsync (to make group commit observable).
@@ -195,11 +195,14 @@ pub(crate) mod testing {
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             let total: usize = bufs.iter().map(|b| b.len()).sum();
             let allowed = self.fs.with(|f| {
-                if f.fail_writes > 0 {
-                    f.fail_writes -= 1;
-                    return Err(eio());
-                }
                 let mut allowed = total;
+                if let Some(left) = f.eio_after {
+                    if left == 0 && total > 0 {
+                        f.eio_after = None;
+                        return Err(eio());
+                    }
+                    allowed = allowed.min(usize::try_from(left).unwrap_or(usize::MAX));
+                }
                 if let Some(m) = f.max_write {
                     allowed = allowed.min(m.max(1));
                 }
@@ -222,7 +225,10 @@ pub(crate) mod testing {
                 written += take;
             }
             self.fs.with(|f| {
-                if let Some(left) = f.space_left.as_mut() {
+                for left in [f.space_left.as_mut(), f.eio_after.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
                     *left -= written as u64;
                 }
             });

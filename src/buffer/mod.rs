@@ -161,12 +161,14 @@ pub enum AppendError {
         /// Suggested delay.
         retry_after: Duration,
     },
-    /// One record (32-byte header + payload, `size`) is larger than a segment. Never retry.
+    /// One record (32-byte header + payload, `size`) is larger than a segment (`limit` =
+    /// `segment_bytes`), or the whole batch is larger than the buffer (`limit` = `max_bytes`).
+    /// Nothing was written. Never retry.
     #[error("record of {size} bytes exceeds the segment size {limit}")]
     TooLarge {
-        /// Header + payload bytes of the offending record.
+        /// Header + payload bytes of the offending record (or of the whole batch).
         size: usize,
-        /// `segment_bytes`.
+        /// `segment_bytes` (or `max_bytes`).
         limit: u64,
     },
     /// Writing or fsyncing failed (not for lack of space); the partial write was removed.
@@ -344,6 +346,13 @@ impl Buffer {
             }
             bytes += size as u64;
             crcs.push(record::payload_crc(p));
+        }
+        if bytes > shared.limits.max_bytes {
+            // Could never fit, however much is dropped or acknowledged.
+            return Err(AppendError::TooLarge {
+                size: usize::try_from(bytes).unwrap_or(usize::MAX),
+                limit: shared.limits.max_bytes,
+            });
         }
         if payloads.is_empty() {
             let next = shared.lock().last_seq + 1;

@@ -330,9 +330,7 @@ impl ReadJob {
             if self.pos.offset >= view.len {
                 // Everything of this segment consumed: numbers it held that were not
                 // delivered are gone for good.
-                if let Some(last) = view.last_seq
-                    && last > self.pos.after_seq
-                {
+                if let Some(last) = view.last_seq.filter(|&l| l > self.pos.after_seq) {
                     self.note_gap_before(last + 1);
                     self.pos.after_seq = last;
                 }
@@ -384,7 +382,8 @@ impl ReadJob {
                         let n = record.payload.len();
                         let fits = self.records.len() < self.max_records
                             && bytes.saturating_add(n) <= self.max_bytes;
-                        if !fits && !(self.records.is_empty() && self.take_oversized) {
+                        let alone = self.records.is_empty() && self.take_oversized;
+                        if !(fits || alone) {
                             return Ok(true);
                         }
                         *bytes += n;

@@ -142,7 +142,12 @@ fn lock(dir: &Path) -> Result<File, BufferError> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(io_error(&path))?;
-    match file.try_lock() {
+    // `File::try_lock` (flock(LOCK_EX | LOCK_NB) on Unix) is std since Rust 1.89, while the
+    // crate still declares rust-version 1.85: building the buffer needs 1.89+ (the toolchain is
+    // 1.95). The alternative would be a locking crate for one call.
+    #[allow(clippy::incompatible_msrv)]
+    let locked = file.try_lock();
+    match locked {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(BufferError::Locked(dir.to_path_buf())),
         Err(fs::TryLockError::Error(source)) => Err(BufferError::Io { path, source }),

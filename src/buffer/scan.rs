@@ -157,7 +157,7 @@ impl<F: Borrow<File>> Scanner<F> {
             if self.end.saturating_sub(at) < HEADER_LEN_U64 {
                 return Ok(None);
             }
-            let avail = self.fill(at, self.window)?;
+            let avail = self.fill(at, self.window.max(HEADER_LEN))?;
             if avail < HEADER_LEN {
                 return Ok(None);
             }

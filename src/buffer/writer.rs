@@ -218,9 +218,7 @@ impl Writer {
         let mut new_files = Vec::new();
         let mut result = self.execute(&plan, &mut new_files);
         let mut rolled_back = None;
-        if let Err(e) = &result
-            && is_no_space(e)
-        {
+        if result.as_ref().is_err_and(is_no_space) {
             let clean = self.rollback(&plan, &mut new_files);
             rolled_back = Some(clean);
             if clean
@@ -429,11 +427,11 @@ impl Writer {
     /// whether all truncations succeeded.
     fn rollback(&mut self, plan: &Plan, new_files: &mut [(u64, Box<dyn AppendFile>)]) -> bool {
         let mut clean = true;
-        if plan.chunks.first().is_some_and(|c| !c.create)
-            && let Err(e) = self.active.file.set_len(self.active.len)
-        {
-            tracing::error!(segment = self.active.id, error = %e, "cannot truncate a failed write");
-            clean = false;
+        if plan.chunks.first().is_some_and(|c| !c.create) {
+            if let Err(e) = self.active.file.set_len(self.active.len) {
+                tracing::error!(segment = self.active.id, error = %e, "cannot truncate a failed write");
+                clean = false;
+            }
         }
         for (id, f) in new_files.iter_mut() {
             if let Err(e) = f.set_len(0) {
@@ -501,9 +499,7 @@ impl Writer {
         self.next_seq = plan.end_seq;
         self.poisoned = false;
         let synced = self.shared.limits.fsync == FsyncPolicy::Always;
-        if let Some(first) = plan.chunks.first()
-            && !first.create
-        {
+        if let Some(first) = plan.chunks.first().filter(|c| !c.create) {
             self.active.len += first.bytes;
             self.active_dirty |= !synced;
         }
