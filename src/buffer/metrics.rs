@@ -122,7 +122,7 @@ impl BufferMetrics {
         );
         r.register(
             "corrupt_records",
-            "Corrupt records or regions found, skipped and copied to corrupt/",
+            "Corrupt records skipped and copied to corrupt/ (at start-up: records lost; while reading: corrupt regions)",
             m.corrupt_records.clone(),
         );
         r.register(
