@@ -236,9 +236,18 @@ pub struct BufferStats {
 /// The buffer. Cheap to clone (clones share one buffer); `Send + Sync`. The writer and
 /// housekeeper threads stop, and the directory lock is released, on [`close`](Buffer::close)
 /// or when the last clone is dropped (which waits for them).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Buffer {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("path", &self.inner.shared.dir)
+            .field("closed", &self.inner.shared.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -250,7 +259,11 @@ struct Inner {
 
 impl Buffer {
     /// Opens (creating if needed) and recovers the buffer in `config.path` for `consumers`,
-    /// registering its metrics into `registry`. Blocks while scanning the segments.
+    /// registering its metrics into `registry`. Blocks while scanning the segments (every
+    /// record's checksum is verified: about a second per GiB).
+    ///
+    /// A segment is deleted once every consumer acknowledged its records; with no consumers,
+    /// nothing is deleted except by `drop_oldest`.
     ///
     /// Errors: [`BufferError::Locked`] if another process holds the directory;
     /// [`BufferError::Io`] on a real I/O failure. Never because of the buffer's contents.

@@ -43,7 +43,6 @@ struct Position {
 ///
 /// One reader per consumer is intended: two readers of the same consumer each read from the
 /// consumer's acknowledgement on and share it (acknowledgements only move forward).
-#[derive(Debug)]
 pub struct Reader {
     shared: Arc<Shared>,
     consumer: String,
@@ -52,6 +51,17 @@ pub struct Reader {
     updates: watch::Receiver<u64>,
     /// Inclusive ranges of sequence numbers that will never be delivered, ascending.
     gaps: VecDeque<(u64, u64)>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("consumer", &self.consumer)
+            .field("segment", &self.pos.seg)
+            .field("offset", &self.pos.offset)
+            .field("delivered_through", &self.pos.after_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reader {
@@ -79,7 +89,8 @@ impl Reader {
     /// Waits until at least one record past this reader's position is readable, then collects
     /// up to `max_records` records and `max_bytes` payload bytes, waiting up to `linger` after
     /// the first record for more while the batch is not full. Always returns at least one
-    /// record, even one larger than `max_bytes`. Moves the in-memory read position (not the
+    /// record, even one larger than `max_bytes` (`max_records = 0` counts as 1). Moves the
+    /// in-memory read position (not the
     /// acknowledgement): the caller retries a failed batch itself and later calls [`ack`].
     ///
     /// Errors: [`BufferError::Closed`] once the buffer is closed (nothing is lost: unread and

@@ -101,6 +101,14 @@ fn dropped(b: &Buffer, reason: DropReason) -> u64 {
         .get()
 }
 
+#[test]
+fn buffers_are_shareable_and_readers_can_move_to_tasks() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    send_sync::<Buffer>();
+    send::<Reader>();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_records_are_read_back_in_order_with_their_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
