@@ -31,10 +31,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A buffer of [`RETAINED`] bytes: once full, `drop_oldest` deletes a 64 MiB segment for every
+/// 64 MiB appended, as acknowledgements would in steady state.
 fn open(dir: &Path, fsync: FsyncPolicy) -> Buffer {
     let config = BufferConfig {
         path: dir.join("buffer"),
-        max_bytes: 1 << 30,
+        max_bytes: RETAINED as u64,
         when_full: WhenFull::DropOldest,
         fsync,
         fsync_interval: Duration::from_secs(1),
@@ -66,9 +68,28 @@ async fn append_all(buffer: &Buffer, appenders: usize, appends: usize, batch: us
     }
 }
 
-/// Writes `TOTAL` bytes in 1 MiB writes, fdatasyncing every `sync_every` bytes and at the end.
-fn raw_write(path: &Path, chunk: &[u8], total: usize, sync_every: usize) -> Duration {
-    let mut f = File::create(path).expect("create");
+/// Bytes kept on disk by both sides: the buffer's `max_bytes`, and the raw baseline's ring of
+/// files (so both recycle page cache the same way).
+const RETAINED: usize = 256 * MIB;
+
+/// Files the raw baseline writes in turn, keeping about [`RETAINED`] bytes: like the buffer's
+/// segments under `drop_oldest`, the oldest is emptied when the ring wraps.
+struct RawRing {
+    dir: std::path::PathBuf,
+    next: usize,
+}
+
+impl RawRing {
+    fn path(&mut self, bytes: usize) -> std::path::PathBuf {
+        let slots = (RETAINED / bytes).max(1);
+        self.next += 1;
+        self.dir.join(format!("raw-{}", self.next % slots))
+    }
+}
+
+/// Writes `total` bytes in 1 MiB writes, fdatasyncing every `sync_every` bytes and at the end.
+fn raw_write(ring: &mut RawRing, chunk: &[u8], total: usize, sync_every: usize) -> Duration {
+    let mut f = File::create(ring.path(total)).expect("create");
     let started = Instant::now();
     let mut since_sync = 0;
     let mut written = 0;
@@ -86,10 +107,7 @@ fn raw_write(path: &Path, chunk: &[u8], total: usize, sync_every: usize) -> Dura
         }
     }
     f.sync_data().expect("fdatasync");
-    let took = started.elapsed();
-    drop(f);
-    std::fs::remove_file(path).expect("remove");
-    took
+    started.elapsed()
 }
 
 /// One measured case.
@@ -180,12 +198,15 @@ fn benches(c: &mut Criterion) {
                 } else {
                     RAW_TOTAL
                 };
-                let path = dir.path().join("raw");
+                let mut ring = RawRing {
+                    dir: dir.path().to_path_buf(),
+                    next: 0,
+                };
                 group.throughput(Throughput::Bytes(total as u64));
                 group.bench_function(name, |b| {
                     b.iter_custom(|iters| {
                         (0..iters)
-                            .map(|_| raw_write(&path, &chunk, total, sync_every))
+                            .map(|_| raw_write(&mut ring, &chunk, total, sync_every))
                             .sum()
                     })
                 });
@@ -224,5 +245,62 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(buffer, benches);
+/// Interleaved A/B rounds (raw, then buffer, same bytes and fsync granularity, back to back)
+/// printed as median throughputs and the median of the per-round ratios: robust to the drift
+/// of a shared disk, which separate criterion cases are not. Only with `--bench`.
+fn interleaved_ratios(_: &mut Criterion) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    const ROUNDS: usize = 9;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let chunk = vec![b'x'; MIB];
+    let mut ring = RawRing {
+        dir: dir.path().to_path_buf(),
+        next: 0,
+    };
+    let rt = runtime();
+    let buffer = open(&dir.path().join("always"), FsyncPolicy::Always);
+    let mbps = |bytes: usize, d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\ninterleaved A/B, {ROUNDS} rounds (+1 warm-up), 18 KiB records, fsync = always (MB = 10^6 bytes):"
+    );
+    // (label, raw fsync granularity, appenders, records per append, MiB per round)
+    for (label, sync_every, appenders, batch, mib) in [
+        ("32 appenders x 1 record ", 32 * RECORD, 32, 1, 32),
+        ("32 appenders x 16 records", 32 * 16 * RECORD, 32, 16, 64),
+    ] {
+        let per_appender = mib * MIB / RECORD / appenders / batch;
+        let bytes = appenders * per_appender * batch * RECORD;
+        let (mut raw, mut once, mut ours, mut ratio) = (vec![], vec![], vec![], vec![]);
+        // One warm-up round, discarded.
+        rt.block_on(append_all(&buffer, appenders, per_appender, batch));
+        raw_write(&mut ring, &chunk, bytes, sync_every);
+        for _ in 0..ROUNDS {
+            let r = mbps(bytes, raw_write(&mut ring, &chunk, bytes, sync_every));
+            let o = mbps(bytes, raw_write(&mut ring, &chunk, bytes, bytes));
+            let started = Instant::now();
+            rt.block_on(append_all(&buffer, appenders, per_appender, batch));
+            let b = mbps(bytes, started.elapsed());
+            raw.push(r);
+            once.push(o);
+            ours.push(b);
+            ratio.push(b / r);
+        }
+        println!(
+            "  {label}: buffer {:7.0} MB/s | raw, fsync per group {:7.0} MB/s (ratio {:.2}) | raw, one fsync {:7.0} MB/s",
+            median(ours),
+            median(raw),
+            median(ratio),
+            median(once)
+        );
+    }
+    rt.block_on(buffer.close()).expect("close");
+}
+
+criterion_group!(buffer, benches, interleaved_ratios);
 criterion_main!(buffer);
