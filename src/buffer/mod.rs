@@ -31,7 +31,9 @@
 //!   segments (rotation at `segment_bytes`) and deletes segments to make room (`drop_oldest`).
 //!   Appends queue on a channel; everything that queued while the previous group was being
 //!   written and fsynced forms the next group: one `writev` and (under `always`) one
-//!   `fdatasync` per segment touched, whatever the number of appends (group commit).
+//!   `fdatasync` per segment touched, whatever the number of appends (group commit). When the
+//!   previous group was larger than what is queued, the writer waits up to 200 µs for the
+//!   appenders it just answered to resubmit (never for a lone appender).
 //! - The **housekeeper thread** (`housekeeper.rs`) writes cursor files (coalesced, atomically:
 //!   temp file, fsync, rename, fsync directory) and deletes segments every consumer has
 //!   acknowledged. The active (last) segment is never deleted by anyone.
@@ -45,7 +47,8 @@
 //!   `kill -9` loses nothing acknowledged). Under `fsync = "always"` they were also
 //!   fdatasynced, and the directory fsynced if the group created a segment (a power loss loses
 //!   nothing acknowledged). Under `"interval"` the writer fsyncs at most `fsync_interval` after
-//!   a write (a power loss may lose up to that much); under `"never"` only `close` fsyncs.
+//!   a write (a power loss may lose up to that much); under `"never"` nothing is fsynced
+//!   except the active segment at `close`.
 //! - **Visibility**: a record becomes readable only after its group is durable per the
 //!   policy; readers never read past a segment's published length, so they never see a
 //!   partially written record.
@@ -74,6 +77,7 @@
 //! | a group's `writev`             | torn tail in the last segment: truncated; appends were not acknowledged |
 //! | fsync (`always`)               | records may or may not be there; not acknowledged either way  |
 //! | rotation (new segment created) | possibly an empty last segment: becomes the active one       |
+//! | a group spanning a rotation    | invalid tail in the older segment: copied aside, counted as corrupt (never acknowledged) |
 //! | cursor write                   | old or new cursor (rename is atomic); stale `.tmp` deleted   |
 //! | segment deletion               | the segment is there or not; if there, deleted again later   |
 //! | torn-tail truncation at open   | same torn tail found again and truncated                     |
