@@ -5,8 +5,11 @@
 //!   the same bytes with an fdatasync at the granularity of the buffer's commit groups.
 //! - `append/<fsync>/<appenders>x<records per append>`: 18 KiB records appended by concurrent
 //!   tasks, each awaiting its append before the next (as HTTP handlers do).
+//! - Then an interleaved A/B pass prints median throughputs and buffer/raw ratios: the disk of a
+//!   shared VM drifts between separate criterion cases, much less within one round.
 //!
-//! Run: `cargo bench --bench buffer -- --warm-up-time 1 --measurement-time 5`. Files go to
+//! Both sides keep about 256 MiB on disk (the buffer's `max_bytes`, a ring of raw files), so
+//! both recycle page cache alike. Run: `cargo bench --bench buffer -- --warm-up-time 1 --measurement-time 5`. Files go to
 //! `target/tmp` (same disk as the build).
 
 use std::fs::File;
