@@ -22,6 +22,7 @@
 //! - [`secret`]: the access key (redacted everywhere) and its file watcher.
 //! - [`admin`]: readiness latches and the metrics registry.
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
+//! - [`cli`], [`tools`]: the command line and the offline buffer tools.
 
 pub mod admin;
 pub mod app;
@@ -32,3 +33,4 @@ pub mod forward;
 pub mod model;
 pub mod receivers;
 pub mod secret;
+pub mod tools;

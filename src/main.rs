@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use dynamiq_sidecar::app::{self, EnvSecrets};
 use dynamiq_sidecar::cli::{self, BufferCommand, Cli, Command};
+use dynamiq_sidecar::config::Config;
+use dynamiq_sidecar::tools::{self, ToolError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,7 +56,46 @@ fn config_error(e: dynamiq_sidecar::config::ConfigError) -> ExitCode {
 }
 
 fn buffer_tool(command: BufferCommand) -> ExitCode {
-    let _ = command;
-    eprintln!("buffer tools are not wired yet");
-    ExitCode::from(1)
+    let (args, run): (_, Box<dyn FnOnce(&Config) -> Result<(), ToolError>>) = match command {
+        BufferCommand::Inspect { config, json } => (
+            config,
+            Box::new(move |c: &Config| tools::inspect(c, json, &mut std::io::stdout().lock())),
+        ),
+        BufferCommand::Export { config } => (
+            config,
+            Box::new(|c: &Config| {
+                let n = tools::export(c, &mut std::io::stdout().lock())?;
+                eprintln!("exported {n} run(s) not yet delivered");
+                Ok(())
+            }),
+        ),
+        BufferCommand::ReplayDeadLetters { config } => (
+            config,
+            Box::new(|c: &Config| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        ToolError::from_message(format!("cannot start the async runtime: {e}"))
+                    })?;
+                let report = runtime.block_on(tools::replay_dead_letters(c))?;
+                eprintln!(
+                    "replayed {} run(s) from {} dead-letter file(s); they will be forwarded at the next start",
+                    report.runs, report.files
+                );
+                Ok(())
+            }),
+        ),
+    };
+    let config = match cli::load_config(&args, Vec::new()) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -19,7 +19,12 @@ fn delivered_ids(collector: &MockCollector) -> HashSet<String> {
         .trace_requests()
         .iter()
         .filter(|r| r.accepted())
-        .flat_map(|r| r.runs.iter().filter_map(|run| run["id"].as_str().map(String::from)).collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.runs
+                .iter()
+                .filter_map(|run| run["id"].as_str().map(String::from))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -152,7 +157,11 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
         *url.lock().unwrap() = sidecar.url();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 30, "the writers got too few acknowledgements ({}) to mean anything", acked.len());
+    assert!(
+        acked.len() > 30,
+        "the writers got too few acknowledgements ({}) to mean anything",
+        acked.len()
+    );
     wait_for_ids(&collector, &acked);
 }
 
@@ -175,7 +184,11 @@ fn a_corrupted_segment_does_not_stop_start_up_and_the_rest_is_delivered() {
     }
     sidecar.terminate();
     let segments = segment_files(&sidecar);
-    assert!(!segments.is_empty(), "no segment files under {}", sidecar.data_dir().display());
+    assert!(
+        !segments.is_empty(),
+        "no segment files under {}",
+        sidecar.data_dir().display()
+    );
     let seg = &segments[0];
     let mut bytes = std::fs::read(seg).unwrap();
     let middle = bytes.len() / 2;
@@ -189,17 +202,25 @@ fn a_corrupted_segment_does_not_stop_start_up_and_the_rest_is_delivered() {
     // One (maybe two, if the flip spans a boundary) runs are lost to corruption; the rest arrive.
     let deadline = Instant::now() + WAIT;
     while delivered_ids(&collector).len() < expected.len() - 2 {
-        assert!(Instant::now() < deadline, "only {} delivered", delivered_ids(&collector).len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} delivered",
+            delivered_ids(&collector).len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let delivered = delivered_ids(&collector);
     assert!(delivered.is_subset(&expected));
     let metrics = sidecar.metrics();
     assert!(
-        metrics.lines().any(|l| l.starts_with("dynamiq_sidecar_buffer_corrupt") && !l.ends_with(" 0")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dynamiq_sidecar_buffer_corrupt") && !l.ends_with(" 0")),
         "corruption not counted:\n{metrics}"
     );
-    let aside = walk(sidecar.data_dir()).into_iter().any(|p| p.to_string_lossy().contains("corrupt"));
+    let aside = walk(sidecar.data_dir())
+        .into_iter()
+        .any(|p| p.to_string_lossy().contains("corrupt"));
     assert!(aside, "corrupt bytes were not copied aside");
 }
 
@@ -221,7 +242,12 @@ fn a_full_buffer_under_block_answers_429_with_retry_after() {
     for i in 0..100 {
         let batch = batches::batch(&format!("block{i}"), 4);
         let body = serde_json::to_vec(&batch).unwrap();
-        let r = sidecar.request("POST", "/v1/traces", &[("Content-Type", "application/json")], &body);
+        let r = sidecar.request(
+            "POST",
+            "/v1/traces",
+            &[("Content-Type", "application/json")],
+            &body,
+        );
         if r.status == 200 {
             acked.extend(batches::ids(&batch));
         } else {
@@ -235,7 +261,10 @@ fn a_full_buffer_under_block_answers_429_with_retry_after() {
     assert_eq!(r.json()["error"]["code"], "buffer_full");
     let deadline = Instant::now() + Duration::from_secs(3);
     while sidecar.request("GET", "/readyz", &[], &[]).status != 503 {
-        assert!(Instant::now() < deadline, "readiness did not reflect the full buffer");
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not reflect the full buffer"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut collector = collector;
@@ -262,7 +291,9 @@ fn a_full_buffer_under_drop_oldest_keeps_accepting_and_counts_drops() {
     }
     let metrics = sidecar.metrics();
     assert!(
-        metrics.lines().any(|l| l.starts_with("dynamiq_sidecar_buffer_dropped") && !l.ends_with(" 0")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dynamiq_sidecar_buffer_dropped") && !l.ends_with(" 0")),
         "drops not counted:\n{metrics}"
     );
     collector.resume();

@@ -16,7 +16,12 @@ fn accepted_ids(collector: &MockCollector) -> Vec<String> {
         .trace_requests()
         .iter()
         .filter(|r| r.accepted())
-        .flat_map(|r| r.runs.iter().filter_map(|run| run["id"].as_str().map(String::from)).collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.runs
+                .iter()
+                .filter_map(|run| run["id"].as_str().map(String::from))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -40,7 +45,11 @@ fn retryable_statuses_are_retried_until_delivered_in_order() {
     wait_until("delivery", WAIT, || accepted_ids(&collector).len() == 5);
     assert_eq!(accepted_ids(&collector), batches::ids(&batch));
     assert_eq!(collector.trace_requests().len(), 6);
-    assert!(sidecar.metrics().contains("dynamiq_sidecar_forward_retries_total"));
+    assert!(
+        sidecar
+            .metrics()
+            .contains("dynamiq_sidecar_forward_retries_total")
+    );
 }
 
 /// Scenario: 429 with `Retry-After: 2`. Guarantees: no request comes before the floor.
@@ -53,7 +62,10 @@ fn retry_after_is_a_floor_on_the_next_attempt() {
     wait_until("delivery", WAIT, || accepted_ids(&collector).len() == 2);
     let requests = collector.trace_requests();
     let gap = requests[1].received_at - requests[0].received_at;
-    assert!(gap >= Duration::from_millis(1950), "retried after {gap:?}, before Retry-After");
+    assert!(
+        gap >= Duration::from_millis(1950),
+        "retried after {gap:?}, before Retry-After"
+    );
 }
 
 /// Scenario: 413 for a batch of six. Guarantees: split in halves and retried; every run
@@ -69,7 +81,11 @@ fn a_413_splits_the_batch_and_delivers_every_run() {
     let batch = batches::batch("split", 6);
     assert_eq!(sidecar.post_runs(&batch).0, 200);
     wait_until("delivery", WAIT, || accepted_ids(&collector).len() == 6);
-    let sizes: Vec<usize> = collector.trace_requests().iter().map(|r| r.runs.len()).collect();
+    let sizes: Vec<usize> = collector
+        .trace_requests()
+        .iter()
+        .map(|r| r.runs.len())
+        .collect();
     assert_eq!(sizes[0], 6, "{sizes:?}");
     assert!(sizes[1..].iter().all(|&n| n <= 3), "{sizes:?}");
     assert_eq!(accepted_ids(&collector), batches::ids(&batch));
@@ -85,9 +101,15 @@ fn permanent_rejections_go_to_the_dead_letter_store() {
     assert_eq!(sidecar.post_runs(&batches::batch("dead", 2)).0, 200);
     wait_until("the 422", WAIT, || !collector.trace_requests().is_empty());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(collector.trace_requests().len(), 1, "a permanent rejection was retried");
+    assert_eq!(
+        collector.trace_requests().len(),
+        1,
+        "a permanent rejection was retried"
+    );
     assert_eq!(sidecar.post_runs(&batches::batch("live", 1)).0, 200);
-    wait_until("the next batch", WAIT, || accepted_ids(&collector) == vec!["live-0".to_string()]);
+    wait_until("the next batch", WAIT, || {
+        accepted_ids(&collector) == vec!["live-0".to_string()]
+    });
 
     let dead_dir = sidecar.data_dir().join("dead-letter");
     let text: String = std::fs::read_dir(&dead_dir)
@@ -99,7 +121,10 @@ fn permanent_rejections_go_to_the_dead_letter_store() {
     assert!(text.contains("bad run"), "the response is kept: {text}");
     assert!(!text.contains(KEY));
     let metrics = sidecar.metrics();
-    assert!(metrics.contains("dynamiq_sidecar_forward_dead_lettered"), "{metrics}");
+    assert!(
+        metrics.contains("dynamiq_sidecar_forward_dead_lettered"),
+        "{metrics}"
+    );
 }
 
 /// Scenario: the collector answers 401 (a revoked or org-scoped key); then the key file is
@@ -119,22 +144,35 @@ fn a_401_holds_delivery_until_the_key_file_changes() {
         .start();
     let batch = batches::batch("held", 3);
     assert_eq!(sidecar.post_runs(&batch).0, 200);
-    wait_until("the hold", WAIT, || sidecar.request("GET", "/readyz", &[], &[]).status == 503);
+    wait_until("the hold", WAIT, || {
+        sidecar.request("GET", "/readyz", &[], &[]).status == 503
+    });
     let ready = sidecar.request("GET", "/readyz", &[], &[]).json();
     assert_eq!(ready["failing"][0], "upstream_authorized", "{ready}");
     let held_requests = collector.trace_requests().len();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(collector.trace_requests().len(), held_requests, "kept hammering the collector during the hold");
+    assert_eq!(
+        collector.trace_requests().len(),
+        held_requests,
+        "kept hammering the collector during the hold"
+    );
 
     collector.set_default_response(MockResponse::ok());
     std::fs::write(&key_file, "new-key-bbbb\n").unwrap();
-    wait_until("delivery with the new key", WAIT, || accepted_ids(&collector).len() == 3);
+    wait_until("delivery with the new key", WAIT, || {
+        accepted_ids(&collector).len() == 3
+    });
     let last = collector.trace_requests().last().cloned().unwrap();
     assert_eq!(last.authorization(), Some("Bearer new-key-bbbb"));
-    wait_until("readiness", WAIT, || sidecar.request("GET", "/readyz", &[], &[]).status == 200);
+    wait_until("readiness", WAIT, || {
+        sidecar.request("GET", "/readyz", &[], &[]).status == 200
+    });
     let logs = sidecar.logs();
     assert!(logs.contains("401"), "{logs}");
-    assert!(!logs.contains("old-key-aaaa") && !logs.contains("new-key-bbbb"), "a key leaked into the logs");
+    assert!(
+        !logs.contains("old-key-aaaa") && !logs.contains("new-key-bbbb"),
+        "a key leaked into the logs"
+    );
 }
 
 /// Scenario: the collector is down (connection refused), then comes back. Guarantees: runs
@@ -152,7 +190,9 @@ fn an_outage_is_ridden_out_and_delivery_is_oldest_first() {
     }
     std::thread::sleep(Duration::from_millis(700));
     collector.resume();
-    wait_until("delivery after the outage", WAIT, || accepted_ids(&collector).len() >= expected.len());
+    wait_until("delivery after the outage", WAIT, || {
+        accepted_ids(&collector).len() >= expected.len()
+    });
     assert_eq!(accepted_ids(&collector), expected);
 }
 
@@ -167,8 +207,14 @@ fn a_collector_timeout_is_retried() {
         .set("upstream.request_timeout", "300ms")
         .start();
     assert_eq!(sidecar.post_runs(&batches::batch("slow", 2)).0, 200);
-    wait_until("a second attempt", WAIT, || collector.trace_requests().len() >= 2);
-    let ids: Vec<String> = collector.trace_requests()[1].runs.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    wait_until("a second attempt", WAIT, || {
+        collector.trace_requests().len() >= 2
+    });
+    let ids: Vec<String> = collector.trace_requests()[1]
+        .runs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, vec!["slow-0", "slow-1"]);
 }
 
@@ -189,5 +235,8 @@ fn the_request_rate_limit_is_respected() {
     let requests = collector.trace_requests();
     let span = requests.last().unwrap().received_at - requests[0].received_at;
     // 6 requests at 5/s with a burst of 1: at least 5 intervals of 200 ms.
-    assert!(span >= Duration::from_millis(950), "6 requests within {span:?}");
+    assert!(
+        span >= Duration::from_millis(950),
+        "6 requests within {span:?}"
+    );
 }

@@ -13,19 +13,31 @@ const KEY: &str = "sk-ingest-test-key-7f3a";
 const SUCCESS: &[u8] = include_bytes!("fixtures/workflow-success.json");
 const FAILURE: &[u8] = include_bytes!("fixtures/workflow-node-failure.json");
 
-fn post(sidecar: &Sidecar, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value, support::http::HttpResponse) {
+fn post(
+    sidecar: &Sidecar,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value, support::http::HttpResponse) {
     let r = sidecar.request("POST", "/v1/traces", headers, body);
     (r.status, r.json(), r)
 }
 
 fn json_headers() -> Vec<(&'static str, &'static str)> {
-    vec![("Content-Type", "application/json"), ("Authorization", "Bearer client-key")]
+    vec![
+        ("Content-Type", "application/json"),
+        ("Authorization", "Bearer client-key"),
+    ]
 }
 
 fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
     assert_eq!(status, expected_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -50,12 +62,21 @@ fn a_valid_batch_is_acknowledged_and_forwarded_verbatim_with_the_sidecar_key() {
     assert_eq!(received, sent["runs"].as_array().unwrap().clone());
     let fixture = std::str::from_utf8(SUCCESS).unwrap();
     for request in collector.trace_requests() {
-        assert_eq!(request.authorization(), Some(format!("Bearer {KEY}").as_str()));
+        assert_eq!(
+            request.authorization(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
         for raw in &request.raw_runs {
-            assert!(fixture.contains(raw.as_str()), "run bytes were rewritten: {raw}");
+            assert!(
+                fixture.contains(raw.as_str()),
+                "run bytes were rewritten: {raw}"
+            );
         }
     }
-    assert!(!sidecar.logs().contains(KEY), "the key appeared in the logs");
+    assert!(
+        !sidecar.logs().contains(KEY),
+        "the key appeared in the logs"
+    );
 }
 
 /// Scenario: unknown fields, big integers and float spellings. Guarantees: they reach the
@@ -111,8 +132,16 @@ fn bad_inputs_get_clear_json_errors_and_store_nothing() {
         br#"{"runs": [{"id": 1, "name": "n", "type": "node", "trace_id": "t", "source_id": "s", "start_time": "2026-01-01T00:00:00Z", "end_time": null, "status": "done"}]}"#,
     );
     assert_error(s, &b, 400, "bad_request");
-    assert_eq!(b["error"]["details"]["runs[0].id"], "must be a string, got a number");
-    assert!(b["error"]["details"]["runs[0].status"].as_str().unwrap().contains("succeeded"));
+    assert_eq!(
+        b["error"]["details"]["runs[0].id"],
+        "must be a string, got a number"
+    );
+    assert!(
+        b["error"]["details"]["runs[0].status"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded")
+    );
 
     // One bad run rejects the whole batch: the good runs before it are not stored either.
     let mut mixed: Value = serde_json::from_slice(SUCCESS).unwrap();
@@ -130,7 +159,11 @@ fn bad_inputs_get_clear_json_errors_and_store_nothing() {
     let (s, b, _) = post(&sidecar, &br_headers, SUCCESS);
     assert_error(s, &b, 415, "unsupported_media_type");
 
-    let deep = format!(r#"{{"runs":[{{"x":{}1{}}}]}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let deep = format!(
+        r#"{{"runs":[{{"x":{}1{}}}]}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let (s, b, _) = post(&sidecar, &h, deep.as_bytes());
     assert_error(s, &b, 400, "bad_request");
 
@@ -150,7 +183,12 @@ fn bad_inputs_get_clear_json_errors_and_store_nothing() {
     assert!(bomb.len() < 64 * 1024);
     let (s, b, _) = post(&sidecar, &gz, &bomb);
     assert_error(s, &b, 413, "payload_too_large");
-    assert!(b["error"]["message"].as_str().unwrap().contains("after decompression"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after decompression")
+    );
     let (s, b, _) = post(&sidecar, &gz, b"\x1f\x8b\x08\x00garbage");
     assert_error(s, &b, 400, "bad_request");
 
@@ -160,13 +198,20 @@ fn bad_inputs_get_clear_json_errors_and_store_nothing() {
 
     // Nothing of the above reached the collector; a good batch still does.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(collector.runs().is_empty(), "rejected input was forwarded: {}", collector.summary());
+    assert!(
+        collector.runs().is_empty(),
+        "rejected input was forwarded: {}",
+        collector.summary()
+    );
     let (s, b, _) = post(&sidecar, &h, SUCCESS);
     assert_eq!(s, 200, "{b}");
     collector.wait_for_runs(6, Duration::from_secs(10));
     let metrics = sidecar.metrics();
     assert!(metrics.contains(r#"outcome="bad_request""#), "{metrics}");
-    assert!(metrics.contains(r#"outcome="payload_too_large""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"outcome="payload_too_large""#),
+        "{metrics}"
+    );
 }
 
 /// Scenario: a wrong method, an unknown path. Guarantees: JSON errors, not HTML or empty bodies.
@@ -190,14 +235,20 @@ fn an_inbound_token_is_enforced_and_never_echoed() {
         .start();
     let (s, b, r) = post(
         &sidecar,
-        &[("Content-Type", "application/json"), ("Authorization", "Bearer wrong-secret-999")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer wrong-secret-999"),
+        ],
         SUCCESS,
     );
     assert_error(s, &b, 401, "unauthorized");
     assert!(!r.text().contains("wrong-secret-999"));
     let (s, _, _) = post(
         &sidecar,
-        &[("Content-Type", "application/json"), ("Authorization", "Bearer inbound-token-123")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer inbound-token-123"),
+        ],
         SUCCESS,
     );
     assert_eq!(s, 200);
@@ -225,7 +276,10 @@ fn health_readiness_and_metrics_answer() {
         "dynamiq_sidecar_buffer_",
         "dynamiq_sidecar_forward_",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
     assert!(!metrics.contains(KEY));
 }
@@ -248,12 +302,24 @@ fn check_config_names_the_key_and_never_prints_the_secret() {
     assert!(stderr.contains("buffer.when_full"), "{stderr}");
 
     let out = std::process::Command::new(support::sidecar::bin())
-        .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dynamiq-sidecar.toml")])
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/dynamiq-sidecar.toml"),
+        ])
         .env("DYNAMIQ_ACCESS_KEY", KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("[buffer]"));
     assert!(!all.contains(KEY));
 }

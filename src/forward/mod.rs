@@ -701,5 +701,3 @@ impl<S: BatchSource> Forwarder<S> {
         Ok(())
     }
 }
-
-pub fn install_crypto_provider() {}

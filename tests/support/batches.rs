@@ -26,7 +26,9 @@ pub fn run(id: &str, trace: &str) -> Value {
 
 /// A batch of `n` runs with ids `{prefix}-{i}`.
 pub fn batch(prefix: &str, n: usize) -> Value {
-    let runs: Vec<Value> = (0..n).map(|i| run(&format!("{prefix}-{i}"), prefix)).collect();
+    let runs: Vec<Value> = (0..n)
+        .map(|i| run(&format!("{prefix}-{i}"), prefix))
+        .collect();
     json!({ "runs": runs })
 }
 
@@ -34,6 +36,10 @@ pub fn batch(prefix: &str, n: usize) -> Value {
 pub fn ids(batch: &Value) -> Vec<String> {
     batch["runs"]
         .as_array()
-        .map(|runs| runs.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect())
+        .map(|runs| {
+            runs.iter()
+                .filter_map(|r| r["id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
