@@ -56,46 +56,47 @@ fn config_error(e: dynamiq_sidecar::config::ConfigError) -> ExitCode {
 }
 
 fn buffer_tool(command: BufferCommand) -> ExitCode {
-    let (args, run): (_, Box<dyn FnOnce(&Config) -> Result<(), ToolError>>) = match command {
-        BufferCommand::Inspect { config, json } => (
-            config,
-            Box::new(move |c: &Config| tools::inspect(c, json, &mut std::io::stdout().lock())),
-        ),
-        BufferCommand::Export { config } => (
-            config,
-            Box::new(|c: &Config| {
-                let n = tools::export(c, &mut std::io::stdout().lock())?;
-                eprintln!("exported {n} run(s) not yet delivered");
-                Ok(())
-            }),
-        ),
-        BufferCommand::ReplayDeadLetters { config } => (
-            config,
-            Box::new(|c: &Config| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| {
-                        ToolError::from_message(format!("cannot start the async runtime: {e}"))
-                    })?;
-                let report = runtime.block_on(tools::replay_dead_letters(c))?;
-                eprintln!(
-                    "replayed {} run(s) from {} dead-letter file(s); they will be forwarded at the next start",
-                    report.runs, report.files
-                );
-                Ok(())
-            }),
-        ),
+    let args = match &command {
+        BufferCommand::Inspect { config, .. }
+        | BufferCommand::Export { config }
+        | BufferCommand::ReplayDeadLetters { config } => config.clone(),
     };
     let config = match cli::load_config(&args, Vec::new()) {
         Ok(c) => c,
         Err(e) => return config_error(e),
     };
-    match run(&config) {
+    match run_buffer_tool(command, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn run_buffer_tool(command: BufferCommand, config: &Config) -> Result<(), ToolError> {
+    match command {
+        BufferCommand::Inspect { json, .. } => {
+            tools::inspect(config, json, &mut std::io::stdout().lock())
+        }
+        BufferCommand::Export { .. } => {
+            let n = tools::export(config, &mut std::io::stdout().lock())?;
+            eprintln!("exported {n} run(s) not yet delivered");
+            Ok(())
+        }
+        BufferCommand::ReplayDeadLetters { .. } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    ToolError::from_message(format!("cannot start the async runtime: {e}"))
+                })?;
+            let report = runtime.block_on(tools::replay_dead_letters(config))?;
+            eprintln!(
+                "replayed {} run(s) from {} dead-letter file(s); they are forwarded when the sidecar runs",
+                report.runs, report.files
+            );
+            Ok(())
         }
     }
 }

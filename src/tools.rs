@@ -51,8 +51,19 @@ pub fn inspect(config: &Config, as_json: bool, out: &mut dyn Write) -> Result<()
             path.display()
         )));
     }
-    let report = buffer::inspect(path).map_err(err)?;
-    let dead = deadletter::summarize(&dead_letter_dir(path)).unwrap_or_default();
+    let mut report = buffer::inspect(path).map_err(err)?;
+    // A consumer that never acknowledged anything has no cursor file yet: everything is pending.
+    if !report.consumers.iter().any(|c| c.name == DYNAMIQ_CONSUMER) {
+        report.consumers.push(buffer::ConsumerReport {
+            name: DYNAMIQ_CONSUMER.to_string(),
+            acked_through: None,
+            pending_records: report.records,
+            error: None,
+        });
+    }
+    let dead_dir = dead_letter_dir(path);
+    report.ignored_files.retain(|p| *p != dead_dir);
+    let dead = deadletter::summarize(&dead_dir).unwrap_or_default();
     let value = json!({
         "path": report.path.display().to_string(),
         "bytes": report.bytes,

@@ -73,13 +73,12 @@ impl SparseIndex {
     /// Notes that record `seq` starts at `offset` with time `ts_ms` (records must be noted in
     /// order; most are skipped).
     pub fn note(&mut self, seq: u64, offset: u64, ts_ms: u64) {
-        if let Some(last) = self.entries.last() {
-            if seq <= last.seq
+        if let Some(last) = self.entries.last()
+            && (seq <= last.seq
                 || (offset - last.offset.min(offset) < self.byte_gap
-                    && ts_ms.saturating_sub(last.ts_ms) < self.ms_gap)
-            {
-                return;
-            }
+                    && ts_ms.saturating_sub(last.ts_ms) < self.ms_gap))
+        {
+            return;
         }
         self.entries.push(IndexEntry { seq, offset, ts_ms });
         if self.entries.len() > INDEX_MAX_ENTRIES {

@@ -458,11 +458,11 @@ impl Writer {
     /// whether all truncations succeeded.
     fn rollback(&mut self, plan: &Plan, new_files: &mut [(u64, Box<dyn AppendFile>)]) -> bool {
         let mut clean = true;
-        if plan.chunks.first().is_some_and(|c| !c.create) {
-            if let Err(e) = self.active.file.set_len(self.active.len) {
-                tracing::error!(segment = self.active.id, error = %e, "cannot truncate a failed write");
-                clean = false;
-            }
+        if plan.chunks.first().is_some_and(|c| !c.create)
+            && let Err(e) = self.active.file.set_len(self.active.len)
+        {
+            tracing::error!(segment = self.active.id, error = %e, "cannot truncate a failed write");
+            clean = false;
         }
         for (id, f) in new_files.iter_mut() {
             if let Err(e) = f.set_len(0) {
