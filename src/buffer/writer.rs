@@ -198,7 +198,7 @@ impl Writer {
     /// Collects the next group: `first` and whatever is queued, up to a control message.
     ///
     /// When the previous group was larger than what is queued now, its appenders are most
-    /// likely resubmitting right now (woken by our replies): waiting for them (yielding the CPU,
+    /// likely resubmitting right now (woken by our replies): waiting for them (parked, not spinning,
     /// until the group is as large as the previous one, at most [`GATHER_WAIT`]) saves a whole
     /// fsync. A lone appender is never delayed, and the wait adapts when concurrency drops.
     /// Same idea as PostgreSQL's `commit_delay` with `commit_siblings`.
@@ -226,13 +226,20 @@ impl Writer {
             match rx.try_recv() {
                 Ok(msg) => next = Some(msg),
                 Err(_) if group.len() >= self.last_group => return (group, None),
+                // Waiting only pays when it saves an fsync.
+                Err(_) if self.shared.limits.fsync != FsyncPolicy::Always => return (group, None),
                 Err(mpsc::TryRecvError::Disconnected) => return (group, None),
                 Err(mpsc::TryRecvError::Empty) => {
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + GATHER_WAIT);
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    if now >= deadline {
                         return (group, None);
                     }
-                    std::thread::yield_now();
+                    // Park rather than spin: on a small machine the appenders need this CPU.
+                    match rx.recv_timeout(deadline - now) {
+                        Ok(msg) => next = Some(msg),
+                        Err(_) => return (group, None),
+                    }
                 }
             }
         }
