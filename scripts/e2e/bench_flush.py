@@ -143,6 +143,7 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=80.0, help="collector stub's answer delay")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, flush records)")
+    parser.add_argument("--fsync", default="always", choices=["always", "interval", "never"], help="the sidecar's buffer.fsync")
     args = parser.parse_args()
 
     sidecar_bin = shutil.which(args.sidecar) or args.sidecar
@@ -184,6 +185,7 @@ def main() -> int:
                     f'upstream_url = "{collector_url}"',
                     "[buffer]",
                     f"path = {json.dumps(str(tmp / 'data'))}",
+                    f'fsync = "{args.fsync}"',
                     "",
                 ]
             ),
