@@ -240,3 +240,60 @@ fn the_request_rate_limit_is_respected() {
         "6 requests within {span:?}"
     );
 }
+
+/// Scenario: `auth_mode = "passthrough"` and no sidecar key; two clients with their own keys.
+/// Guarantees: each client's runs reach the collector with that client's key, never mixed.
+#[test]
+fn passthrough_mode_forwards_each_clients_own_key() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .no_access_key()
+        .set("upstream.auth_mode", "passthrough")
+        .start();
+    for (client, prefix) in [
+        ("client-key-a", "pa"),
+        ("client-key-b", "pb"),
+        ("client-key-a", "pc"),
+    ] {
+        let body = serde_json::to_vec(&batches::batch(prefix, 2)).unwrap();
+        let auth = format!("Bearer {client}");
+        let r = sidecar.request(
+            "POST",
+            "/v1/traces",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
+            &body,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let unauthenticated = serde_json::to_vec(&batches::batch("px", 1)).unwrap();
+    let r = sidecar.request(
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        &unauthenticated,
+    );
+    assert_eq!(
+        r.status,
+        401,
+        "passthrough without a client key: {}",
+        r.text()
+    );
+    wait_until("delivery", WAIT, || accepted_ids(&collector).len() == 6);
+    for request in collector.trace_requests() {
+        let auth = request.authorization().unwrap_or_default().to_string();
+        for run in &request.runs {
+            let id = run["id"].as_str().unwrap();
+            let expected = if id.starts_with("pb") {
+                "Bearer client-key-b"
+            } else {
+                "Bearer client-key-a"
+            };
+            assert_eq!(auth, expected, "run {id} sent with the wrong key");
+        }
+    }
+    let logs = sidecar.logs();
+    assert!(!logs.contains("client-key-a") && !logs.contains("client-key-b"));
+}
