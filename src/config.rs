@@ -357,16 +357,8 @@ fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
             in_section = header.trim_end_matches(']').trim() == section;
             continue;
         }
-        if in_section {
-            let name = line
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"');
-            if name == key {
-                return Some(i + 1);
-            }
+        if in_section && key_name(line) == key {
+            return Some(i + 1);
         }
     }
     None
@@ -628,6 +620,15 @@ fn apply_env_overrides(
     Ok(set)
 }
 
+/// The key written on a `key = value` line (quotes removed).
+fn key_name(line: &str) -> &str {
+    line.split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+}
+
 /// 1-based line number of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -647,12 +648,7 @@ fn key_at(text: &str, offset: usize) -> String {
             if line.starts_with('[') {
                 return section;
             }
-            let name = line
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"');
+            let name = key_name(line);
             return if section.is_empty() {
                 name.to_string()
             } else {

@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::batches;
@@ -72,11 +72,9 @@ fn dead_letters_are_reported_and_replayed() {
     collector.push_response(MockResponse::status(422).with_body(r#"{"detail":"schema"}"#));
     let mut sidecar = Sidecar::start(&collector.url(), KEY);
     assert_eq!(sidecar.post_runs(&batches::batch("dl", 2)).0, 200);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while collector.trace_requests().is_empty() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    support::wait_until("the 422", Duration::from_secs(15), || {
+        !collector.trace_requests().is_empty()
+    });
     std::thread::sleep(Duration::from_millis(300));
 
     let running = tool(&sidecar, &["buffer", "replay-dead-letters"]);
@@ -103,26 +101,7 @@ fn dead_letters_are_reported_and_replayed() {
     assert_eq!(report["dead_letters"]["runs"], 0, "{report}");
 
     sidecar.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let accepted: Vec<String> = collector
-            .trace_requests()
-            .iter()
-            .filter(|r| r.accepted())
-            .flat_map(|r| {
-                r.runs
-                    .iter()
-                    .map(|run| run["id"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if accepted == ["dl-0", "dl-1"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replayed runs not delivered: {accepted:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    support::wait_until("the replayed runs", Duration::from_secs(15), || {
+        collector.accepted_run_ids() == ["dl-0", "dl-1"]
+    });
 }

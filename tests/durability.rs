@@ -15,17 +15,7 @@ const KEY: &str = "sk-durability-test-key-55e1";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn delivered_ids(collector: &MockCollector) -> HashSet<String> {
-    collector
-        .trace_requests()
-        .iter()
-        .filter(|r| r.accepted())
-        .flat_map(|r| {
-            r.runs
-                .iter()
-                .filter_map(|run| run["id"].as_str().map(String::from))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    collector.accepted_run_ids().into_iter().collect()
 }
 
 fn wait_for_ids(collector: &MockCollector, expected: &HashSet<String>) {

@@ -3,34 +3,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::batches;
-use support::{MockCollector, MockResponse, Sidecar};
+use support::{MockCollector, MockResponse, Sidecar, wait_until};
 
 const KEY: &str = "sk-forward-test-key-91c2";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn accepted_ids(collector: &MockCollector) -> Vec<String> {
-    collector
-        .trace_requests()
-        .iter()
-        .filter(|r| r.accepted())
-        .flat_map(|r| {
-            r.runs
-                .iter()
-                .filter_map(|run| run["id"].as_str().map(String::from))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    collector.accepted_run_ids()
 }
 
 /// Scenario: 503, 500, 502, 504, 408 before a 200. Guarantees: retried until delivered, each run

@@ -269,6 +269,11 @@ impl MockCollector {
             .collect()
     }
 
+    /// The `id` of every delivered run (answered 2xx), in arrival order, repeats kept.
+    pub fn accepted_run_ids(&self) -> Vec<String> {
+        self.accepted_runs().iter().filter_map(run_id).collect()
+    }
+
     /// The `id` of every run received (whatever the answer), in arrival order, repeats kept.
     pub fn run_ids(&self) -> Vec<String> {
         self.runs().iter().filter_map(run_id).collect()

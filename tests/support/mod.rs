@@ -16,3 +16,15 @@ pub mod sidecar;
 
 pub use collector::{MockCollector, MockResponse, RecordedRequest};
 pub use sidecar::{Sidecar, SidecarBuilder};
+
+/// Polls `ok` every 25 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
