@@ -260,24 +260,16 @@ pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
 fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
     let mut depth = 0usize;
     let mut i = 0usize;
-    while i < body.len() {
+    let n = body.len();
+    while i < n {
         match body[i] {
-            b'"' => {
-                // Jump through the string: only `"` and `\` matter inside it.
-                let mut j = i + 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', body.get(j..).unwrap_or(&[])) {
-                        None => return Ok(()), // unterminated: the parser reports it
-                        Some(k) if body[j + k] == b'\\' => j += k + 2,
-                        Some(k) => {
-                            j += k + 1;
-                            break;
-                        }
-                    }
+            b'"' => match skip_string(body, i + 1) {
+                Some(next) => {
+                    i = next;
+                    continue;
                 }
-                i = j;
-                continue;
-            }
+                None => return Ok(()), // unterminated: the parser reports it
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -292,6 +284,36 @@ fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
         i += 1;
     }
     Ok(())
+}
+
+/// Index just past the `"` closing the string whose contents start at `i`, or `None` when the
+/// string is unterminated. Scans eight bytes at a time (SWAR): only `"` and `\` matter inside
+/// a string.
+fn skip_string(body: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each byte of `word` equal to `byte` (exact for the lowest match).
+    fn matches(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    loop {
+        while let Some(chunk) = body.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let hits = matches(word, b'"') | matches(word, b'\\');
+            if hits == 0 {
+                i += 8;
+            } else {
+                i += (hits.trailing_zeros() / 8) as usize;
+                break;
+            }
+        }
+        match body.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
 }
 
 /// The fast path's view of a Dynamiq body.
@@ -795,6 +817,44 @@ mod tests {
         assert!(parse_batch(&invalid_utf8).is_err());
         assert!(parse_batch(b"").is_err());
         assert!(parse_batch(b"\x00\x01").is_err());
+    }
+
+    /// The byte-at-a-time definition `check_depth` must agree with.
+    fn reference_depth_ok(body: &[u8]) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_depth_guard_agrees_with_the_byte_by_byte_definition(
+            body in proptest::collection::vec(proptest::sample::select(b"[[[{{\"\\ab]}".to_vec()), 0..600)
+        ) {
+            proptest::prop_assert_eq!(check_depth(&body).is_ok(), reference_depth_ok(&body));
+        }
     }
 
     #[test]
