@@ -1,0 +1,92 @@
+//! The invariants each fuzz target checks, shared by the `cargo fuzz` targets and by
+//! `tests/fuzz_corpus.rs`, which replays the kept corpora in the normal test suite (so every
+//! input ever found interesting stays a regression test without cargo-fuzz installed).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynamiq_sidecar::buffer::{self, Buffer};
+use dynamiq_sidecar::config::BufferConfig;
+use dynamiq_sidecar::model::{JsonBodyKind, classify_json_body, envelope, parse_batch};
+
+/// Parser: never panics; an accepted batch's runs are verbatim, in-order slices of the body,
+/// each a JSON object, and the body is classified as a Dynamiq batch.
+pub fn parse_batch_invariants(data: &[u8]) {
+    let kind = classify_json_body(data);
+    if let Ok(batch) = parse_batch(data) {
+        assert!(!batch.runs.is_empty());
+        assert_eq!(kind.ok(), Some(JsonBodyKind::DynamiqRuns));
+        let body = std::str::from_utf8(data).expect("an accepted body is UTF-8");
+        let mut from = 0;
+        for run in &batch.runs {
+            let at = body[from..]
+                .find(run.json)
+                .expect("run bytes are a slice of the body, in order");
+            from += at + run.json.len();
+            let value: serde_json::Value =
+                serde_json::from_str(run.json).expect("run is valid JSON");
+            assert!(value.is_object());
+        }
+    }
+}
+
+/// Envelope: decoding never panics; encode → decode is the identity.
+pub fn envelope_invariants(data: &[u8]) {
+    let _ = envelope::decode(&Bytes::copy_from_slice(data));
+    let split = data.first().copied().unwrap_or(0) as usize % (data.len() + 1);
+    let (key, run) = data.split_at(split);
+    let key = std::str::from_utf8(key)
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= u16::MAX as usize);
+    let encoded = envelope::encode_run(run, key);
+    let decoded = envelope::decode(&encoded).expect("an encoded envelope decodes");
+    assert_eq!(decoded.run.as_ref(), run);
+    assert_eq!(decoded.client_key.as_deref(), key);
+}
+
+/// Recovery: arbitrary bytes as the only segment (and as the cursor): `inspect` and `open`
+/// never fail on contents, the reader reaches a record appended afterwards.
+pub fn segment_recovery_invariants(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("00000000000000000001.seg"), data).expect("write segment");
+    if data.len() > 20 {
+        std::fs::write(dir.path().join("cursor-dynamiq"), &data[..20]).expect("write cursor");
+    }
+    buffer::inspect(dir.path()).expect("inspect never fails on contents");
+    let config = BufferConfig {
+        path: dir.path().to_path_buf(),
+        segment_bytes: 64 * 1024,
+        max_bytes: 256 * 1024,
+        ..BufferConfig::default()
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (buffer, _report) =
+        Buffer::open(&config, &["dynamiq"], &mut registry).expect("open never fails on contents");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut reader = buffer.reader("dynamiq");
+        let appended = buffer
+            .append(vec![Bytes::from_static(b"after-recovery")])
+            .await
+            .expect("append after recovery");
+        loop {
+            let batch = tokio::time::timeout(
+                Duration::from_secs(5),
+                reader.next_batch(64, 1 << 20, Duration::ZERO),
+            )
+            .await
+            .expect("reader reaches the new record")
+            .expect("read");
+            let last = batch.last().map(|r| r.seq).unwrap_or(0);
+            reader.ack(last).expect("ack");
+            if let Some(record) = batch.iter().find(|r| r.seq == appended.last_seq) {
+                assert_eq!(record.payload.as_ref(), b"after-recovery");
+                break;
+            }
+        }
+        buffer.close().await.expect("close");
+    });
+}
