@@ -149,7 +149,10 @@ impl Reader {
                 break;
             }
             if batch.is_empty() {
-                // Nothing yet: wait for a publish (the sender lives as long as `shared`).
+                // Nothing yet: wait for a publish (the sender lives as long as `shared`). The
+                // segment handle is released first: an open handle keeps a deleted segment's
+                // space allocated, and `drop_oldest` on a full disk must really free it.
+                self.file = None;
                 let _ = self.updates.changed().await;
                 continue;
             }
@@ -166,6 +169,10 @@ impl Reader {
         for g in gaps {
             self.push_gap(g);
         }
+        // Not kept between calls: the caller may hold this batch for a long time (retrying
+        // through an outage), and a held handle would pin the segment's disk space after
+        // `drop_oldest` deleted it (the full-disk case). Reopening costs one open() per batch.
+        self.file = None;
         Ok(batch)
     }
 

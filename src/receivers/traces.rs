@@ -187,7 +187,7 @@ async fn ingest_runs(
         Err(AppendError::Full { retry_after }) => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "buffer_full",
-            "the disk buffer is full (buffer.when_full = \"block\"); retry later",
+            "the disk buffer is full (buffer.max_bytes reached under when_full = \"block\", or the disk itself is full); retry later",
         )
         .with_retry_after(retry_after.as_secs().max(1))),
         Err(AppendError::TooLarge { size, limit }) => Err(ApiError::new(
