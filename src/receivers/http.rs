@@ -4,8 +4,9 @@
 //! Guarantees: at most `max_connections` connections are served at once (more wait in the
 //! kernel backlog); a client that does not finish its headers within `header_timeout` is cut
 //! off (slowloris); on shutdown the listener closes first, in-flight requests finish (bounded
-//! by `grace`), then the function returns. Accept errors (e.g. EMFILE) are logged and retried,
-//! never fatal.
+//! by `grace`), then the function returns. A connection that sends nothing within
+//! `header_timeout` is closed, so idle floods cannot hold the slots. Accept errors (e.g. EMFILE)
+//! are logged and retried, never fatal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,12 +70,24 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // A client that connects and sends nothing would wait in hyper-util's protocol
+            // detection, before hyper's header timeout starts, holding a connection slot
+            // forever: give it the same time to send its first byte.
+            // (`peek`, not `readable`: the latter may wake spuriously.)
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(permit);
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
