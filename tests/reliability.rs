@@ -122,7 +122,8 @@ fn kill_9_loop_under_load_loses_nothing() {
 }
 
 /// Scenario: the collector answers with a fault mix — 30 % 503, 10 % 429 with `Retry-After: 1`,
-/// 5 % hangs past the request timeout, the rest 200 — while batches keep coming.
+/// 5 % hangs past the request timeout, 5 % connection resets after the headers, 5 % bodies
+/// trickled past the timeout, the rest 200 — while batches keep coming.
 /// Guarantees: everything acknowledged is delivered, and no request follows a 429 sooner than
 /// its Retry-After.
 #[test]
@@ -134,6 +135,8 @@ fn a_collector_fault_mix_loses_nothing_and_honours_retry_after() {
             0..30 => MockResponse::status(503),
             30..40 => MockResponse::status(429).with_header("Retry-After", "1"),
             40..45 => MockResponse::ok().with_delay(Duration::from_secs(2)),
+            45..50 => MockResponse::ok().reset_after_headers(),
+            50..55 => MockResponse::ok().trickled(8, Duration::from_millis(100)),
             _ => MockResponse::ok(),
         })
         .collect();

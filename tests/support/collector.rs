@@ -34,6 +34,24 @@ pub struct MockResponse {
     pub body: String,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// How the body goes out.
+    pub mode: BodyMode,
+}
+
+/// How a scripted response's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// All at once.
+    Full,
+    /// Status and headers, then the connection is broken mid-body (a reset as the client sees it).
+    Reset,
+    /// In `chunks` pieces, `every` apart (a slow body).
+    Trickle {
+        /// Number of pieces.
+        chunks: usize,
+        /// Pause before each piece.
+        every: Duration,
+    },
 }
 
 impl MockResponse {
@@ -49,6 +67,7 @@ impl MockResponse {
             headers: Vec::new(),
             body: format!(r#"{{"message":"mock status {status}"}}"#),
             delay: Duration::ZERO,
+            mode: BodyMode::Full,
         }
     }
 
@@ -61,6 +80,18 @@ impl MockResponse {
     /// Replaces the body.
     pub fn with_body(mut self, body: &str) -> Self {
         self.body = body.to_string();
+        self
+    }
+
+    /// Breaks the connection after the headers.
+    pub fn reset_after_headers(mut self) -> Self {
+        self.mode = BodyMode::Reset;
+        self
+    }
+
+    /// Sends the body in `chunks` pieces, `every` apart.
+    pub fn trickled(mut self, chunks: usize, every: Duration) -> Self {
+        self.mode = BodyMode::Trickle { chunks, every };
         self
     }
 
@@ -471,7 +502,26 @@ async fn handle(State(state): State<SharedState>, request: Request) -> Response 
     for (name, value) in &response.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
+    let body = match response.mode {
+        BodyMode::Full => Body::from(response.body),
+        BodyMode::Reset => Body::from_stream(futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("mock collector: connection reset"))
+        })),
+        BodyMode::Trickle { chunks, every } => {
+            let text = response.body.into_bytes();
+            let size = text.len().div_ceil(chunks.max(1)).max(1);
+            let pieces: Vec<Bytes> = text.chunks(size).map(Bytes::copy_from_slice).collect();
+            Body::from_stream(futures_util::stream::unfold(
+                pieces.into_iter(),
+                move |mut rest| async move {
+                    let piece = rest.next()?;
+                    tokio::time::sleep(every).await;
+                    Some((Ok::<Bytes, std::io::Error>(piece), rest))
+                },
+            ))
+        }
+    };
     builder
-        .body(Body::from(response.body))
+        .body(body)
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
