@@ -131,14 +131,6 @@ pub async fn run_with(
     }
 
     let (buffer, report) = Buffer::open(&config.buffer, &[DYNAMIQ_CONSUMER], &mut registry)?;
-    tracing::info!(
-        path = %config.buffer.path.display(),
-        segments = report.segments,
-        records = report.records,
-        torn_tail_bytes = report.torn_tail_bytes,
-        corrupt_records = report.corrupt_records,
-        "buffer opened"
-    );
     if report.corrupt_records > 0 {
         tracing::warn!(
             corrupt_records = report.corrupt_records,
