@@ -69,12 +69,7 @@ fn acknowledged_runs_survive_a_restart_and_are_delivered_after_it() {
         .access_key(KEY)
         .set("shutdown.drain_timeout", "300ms")
         .start();
-    let mut expected = HashSet::new();
-    for i in 0..4 {
-        let batch = batches::batch(&format!("restart{i}"), 5);
-        assert_eq!(sidecar.post_runs(&batch).0, 200);
-        expected.extend(batches::ids(&batch));
-    }
+    let expected = sidecar.post_generated("restart", 4, 5);
     let status = sidecar.terminate();
     assert!(status.success(), "SIGTERM exit: {status:?}");
     collector.resume();
@@ -110,12 +105,7 @@ fn a_corrupted_segment_does_not_stop_start_up_and_the_rest_is_delivered() {
         .access_key(KEY)
         .set("shutdown.drain_timeout", "100ms")
         .start();
-    let mut expected = HashSet::new();
-    for i in 0..10 {
-        let batch = batches::batch(&format!("corrupt{i}"), 1);
-        assert_eq!(sidecar.post_runs(&batch).0, 200);
-        expected.extend(batches::ids(&batch));
-    }
+    let expected = sidecar.post_generated("corrupt", 10, 1);
     sidecar.terminate();
     let segments = segment_files(&sidecar);
     assert!(
@@ -175,13 +165,7 @@ fn a_full_buffer_under_block_answers_429_with_retry_after() {
     let mut rejected = None;
     for i in 0..100 {
         let batch = batches::batch(&format!("block{i}"), 4);
-        let body = serde_json::to_vec(&batch).unwrap();
-        let r = sidecar.request(
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/json")],
-            &body,
-        );
+        let r = sidecar.post_batch(&batch);
         if r.status == 200 {
             acked.extend(batches::ids(&batch));
         } else {

@@ -148,12 +148,7 @@ fn a_collector_fault_mix_loses_nothing_and_honours_retry_after() {
         .set("forward.retry_max", "200ms")
         .set("forward.max_runs", 6)
         .start();
-    let mut acked = HashSet::new();
-    for i in 0..batches_n {
-        let batch = batches::batch(&format!("fault{i}"), 3);
-        assert_eq!(sidecar.post_runs(&batch).0, 200);
-        acked.extend(batches::ids(&batch));
-    }
+    let acked = sidecar.post_generated("fault", batches_n, 3);
     assert_all_delivered("fault_mix", &collector, &acked, Duration::from_secs(120));
     let requests = collector.trace_requests();
     for pair in requests.windows(2) {
@@ -278,13 +273,7 @@ fn a_full_disk_under_block_refuses_then_recovers_when_space_returns() {
     let mut refusals: HashMap<u16, usize> = HashMap::new();
     for i in 0..150 {
         let batch = batches::batch(&format!("blk{i}"), 20);
-        let body = serde_json::to_vec(&batch).unwrap();
-        let r = sidecar.request(
-            "POST",
-            "/v1/traces",
-            &[("Content-Type", "application/json")],
-            &body,
-        );
+        let r = sidecar.post_batch(&batch);
         match r.status {
             200 => acked.extend(batches::ids(&batch)),
             429 | 503 => {

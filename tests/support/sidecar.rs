@@ -473,11 +473,11 @@ impl Sidecar {
     }
 
     /// `POST /v1/traces` with `body` as JSON and `Authorization: Bearer TEST_CLIENT_TOKEN`;
-    /// returns the status and the parsed answer (`Value::Null` when not JSON).
-    pub fn post_runs(&self, body: &Value) -> (u16, Value) {
+    /// the whole response (status, headers, body).
+    pub fn post_batch(&self, body: &Value) -> HttpResponse {
         let bytes = serde_json::to_vec(body).expect("serialize body");
         let auth = format!("Bearer {TEST_CLIENT_TOKEN}");
-        let r = self.request(
+        self.request(
             "POST",
             "/v1/traces",
             &[
@@ -485,8 +485,32 @@ impl Sidecar {
                 ("Authorization", &auth),
             ],
             &bytes,
-        );
+        )
+    }
+
+    /// [`Sidecar::post_batch`], returning the status and the parsed answer (`Value::Null` when
+    /// not JSON).
+    pub fn post_runs(&self, body: &Value) -> (u16, Value) {
+        let r = self.post_batch(body);
         (r.status, r.json())
+    }
+
+    /// Posts `count` generated batches of `runs_each` runs (ids `{prefix}{i}-{j}`), asserting
+    /// each is acknowledged; returns every acknowledged run id.
+    pub fn post_generated(
+        &self,
+        prefix: &str,
+        count: usize,
+        runs_each: usize,
+    ) -> std::collections::HashSet<String> {
+        let mut acked = std::collections::HashSet::new();
+        for i in 0..count {
+            let batch = super::batches::batch(&format!("{prefix}{i}"), runs_each);
+            let (status, answer) = self.post_runs(&batch);
+            assert_eq!(status, 200, "batch {prefix}{i}: {answer}");
+            acked.extend(super::batches::ids(&batch));
+        }
+        acked
     }
 
     /// `GET /metrics` body (panics unless 200).
