@@ -23,6 +23,7 @@ use crate::admin::readiness::{Latch, Readiness};
 use crate::admin::{self, AdminState};
 use crate::buffer::{Buffer, BufferError};
 use crate::config::{Config, ConfigError};
+use crate::convert::SpanConvertOptions;
 use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::forward::{ForwardError, Forwarder};
 use crate::receivers::auth::InboundAuth;
@@ -156,7 +157,17 @@ pub async fn run_with(
         request_timeout: config.ingest.request_timeout,
         readiness: readiness.clone(),
         metrics: IngestMetrics::register(&mut registry),
+        span_options: Arc::new(SpanConvertOptions {
+            default_source_id: config.ingest.otlp_source_id.clone(),
+        }),
     };
+    let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.ingest.grpc_addr,
+            key: "ingest.grpc_addr",
+            source,
+        })?;
     let admin = AdminState {
         readiness: readiness.clone(),
         registry: Arc::new(registry),
@@ -172,9 +183,15 @@ pub async fn run_with(
         stop_forwarder.clone(),
     ));
 
+    let grpc_task = tokio::spawn(receivers::grpc::serve(
+        grpc_listener,
+        ingest.clone(),
+        shutdown.clone(),
+    ));
     let addr = listener.local_addr().ok();
     tracing::info!(
         http_addr = ?addr,
+        grpc_addr = %config.ingest.grpc_addr,
         upstream = %config.upstream.url,
         fsync = ?config.buffer.fsync,
         when_full = ?config.buffer.when_full,
@@ -186,6 +203,11 @@ pub async fn run_with(
         grace: config.ingest.request_timeout,
     };
     serve(listener, router(ingest, admin), limits, shutdown.clone()).await;
+    match tokio::time::timeout(limits.grace, grpc_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the OTLP/gRPC listener failed"),
+        Ok(Err(_)) | Err(_) => tracing::warn!("the OTLP/gRPC listener did not stop in time"),
+    }
 
     tracing::info!(
         drain_timeout = ?config.shutdown.drain_timeout,

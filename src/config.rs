@@ -68,6 +68,9 @@ pub struct IngestConfig {
     pub request_timeout: Duration,
     /// Maximum concurrent connections on the HTTP listener.
     pub max_connections: usize,
+    /// `source_id` of runs made from OTLP spans whose resource has neither
+    /// `service.instance.id` nor `service.name`.
+    pub otlp_source_id: String,
 }
 
 impl Default for IngestConfig {
@@ -80,6 +83,7 @@ impl Default for IngestConfig {
             allow_unauthenticated: false,
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            otlp_source_id: "otel".to_owned(),
         }
     }
 }

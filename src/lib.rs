@@ -29,6 +29,7 @@ pub mod app;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod forward;
 pub mod model;
 pub mod receivers;

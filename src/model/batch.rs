@@ -258,6 +258,18 @@ pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
 /// Rejects bodies nested deeper than [`MAX_DEPTH`]: one pass over the bytes, aware of
 /// strings and escapes, before any parsing.
 fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
+    if nesting_within(body, MAX_DEPTH) {
+        Ok(())
+    } else {
+        Err(ValidationError::whole(format!(
+            "JSON nested deeper than {MAX_DEPTH} levels"
+        )))
+    }
+}
+
+/// Whether the JSON text `body` nests arrays and objects at most `max` levels deep (one pass,
+/// aware of strings and escapes; an unterminated string ends the scan).
+pub fn nesting_within(body: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut i = 0usize;
     let n = body.len();
@@ -268,14 +280,12 @@ fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
                     i = next;
                     continue;
                 }
-                None => return Ok(()), // unterminated: the parser reports it
+                None => return true, // unterminated: the parser reports it
             },
             b'[' | b'{' => {
                 depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(ValidationError::whole(format!(
-                        "JSON nested deeper than {MAX_DEPTH} levels"
-                    )));
+                if depth > max {
+                    return false;
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -283,7 +293,7 @@ fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
         }
         i += 1;
     }
-    Ok(())
+    true
 }
 
 /// Index just past the `"` closing the string whose contents start at `i`, or `None` when the

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// Label set of `dynamiq_sidecar_ingest_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `dynamiq` or `otlp_http`.
+    /// `dynamiq`, `otlp_http` or `otlp_grpc`.
     pub input: &'static str,
     /// `accepted` or an error code (`bad_request`, `payload_too_large`, ...).
     pub outcome: &'static str,
@@ -23,6 +23,10 @@ pub struct IngestMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Runs accepted (acknowledged to clients).
     pub runs_accepted: Counter,
+    /// OTLP spans converted and acknowledged.
+    pub spans_accepted: Counter,
+    /// OTLP spans rejected as invalid (answered with a partial success).
+    pub spans_rejected: Counter,
     /// Request body bytes received (before decompression).
     pub bytes_received: Counter,
     /// Time from the body being read to the acknowledgement (validation + durable append).
@@ -35,6 +39,8 @@ impl IngestMetrics {
         let m = Self {
             requests: Family::default(),
             runs_accepted: Counter::default(),
+            spans_accepted: Counter::default(),
+            spans_rejected: Counter::default(),
             bytes_received: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
@@ -47,6 +53,16 @@ impl IngestMetrics {
             "dynamiq_sidecar_ingest_runs_accepted",
             "Runs acknowledged to clients (durably buffered)",
             m.runs_accepted.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_ingest_spans_accepted",
+            "OTLP spans converted to runs and acknowledged",
+            m.spans_accepted.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_ingest_spans_rejected",
+            "OTLP spans rejected as invalid (partial success)",
+            m.spans_rejected.clone(),
         );
         registry.register(
             "dynamiq_sidecar_ingest_received_bytes",

@@ -1,7 +1,7 @@
 //! Receivers: the HTTP listener on `ingest.http_addr` and what it accepts.
 //!
-//! Owns: `POST /v1/traces` (Dynamiq runs; OTLP/HTTP is recognised and answered 501 until the
-//! OTLP input lands), inbound auth, body limits and decompression, and the accept loop with
+//! Owns: `POST /v1/traces` (Dynamiq runs and OTLP/HTTP), OTLP/gRPC `TraceService/Export` on
+//! `ingest.grpc_addr`, inbound auth, body limits and decompression, and the accept loops with
 //! connection limits, header timeouts and graceful shutdown. Guarantees: a client is told
 //! "ok" only once its runs are durably buffered; bad input gets a JSON 4xx and affects nothing
 //! else; the process never panics on input.
@@ -9,10 +9,13 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 pub mod traces;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +24,7 @@ use axum::routing::post;
 use crate::admin::readiness::Readiness;
 use crate::buffer::Buffer;
 use crate::config::AuthMode;
+use crate::convert::SpanConvertOptions;
 use auth::InboundAuth;
 use metrics::IngestMetrics;
 
@@ -41,6 +45,8 @@ pub struct IngestState {
     pub readiness: Readiness,
     /// Counters.
     pub metrics: IngestMetrics,
+    /// How OTLP spans become runs.
+    pub span_options: Arc<SpanConvertOptions>,
 }
 
 /// The ingest routes (without the admin routes; see [`crate::app::router`]).

@@ -16,6 +16,7 @@ use super::IngestState;
 use super::body::{self, Encoding};
 use super::error::ApiError;
 use super::metrics::RequestLabels;
+use super::otlp::{self, OtlpEncoding};
 use crate::admin::readiness::Latch;
 use crate::buffer::AppendError;
 use crate::config::AuthMode;
@@ -51,9 +52,18 @@ fn media_type(headers: &HeaderMap) -> Result<MediaType, ApiError> {
     }
 }
 
+/// What a request was acknowledged with.
+enum Ack {
+    /// A Dynamiq batch: the number of runs.
+    Runs(usize),
+    /// An OTLP export, answered in the request's encoding.
+    Spans(otlp::ExportOutcome, OtlpEncoding),
+}
+
 /// The handler.
 pub async fn post_traces(State(state): State<IngestState>, request: Request) -> Response {
     let started = Instant::now();
+    let protobuf_request = media_type(request.headers()) == Ok(MediaType::Protobuf);
     let (input, result) =
         match tokio::time::timeout(state.request_timeout, handle(&state, request)).await {
             Ok(r) => r,
@@ -66,40 +76,42 @@ pub async fn post_traces(State(state): State<IngestState>, request: Request) -> 
                 )),
             ),
         };
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { input, outcome })
+        .inc();
     match result {
-        Ok(accepted) => {
-            state
-                .metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    input,
-                    outcome: "accepted",
-                })
-                .inc();
-            state.metrics.runs_accepted.inc_by(accepted as u64);
+        Ok(ack) => {
             state
                 .metrics
                 .ack_latency
                 .observe(started.elapsed().as_secs_f64());
-            let body = format!(r#"{{"message":"ok","accepted":{accepted}}}"#);
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            match ack {
+                Ack::Runs(accepted) => {
+                    state.metrics.runs_accepted.inc_by(accepted as u64);
+                    let body = format!(r#"{{"message":"ok","accepted":{accepted}}}"#);
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Ack::Spans(outcome, encoding) => otlp::http_response(&outcome, encoding),
+            }
         }
         Err(e) => {
-            state
-                .metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    input,
-                    outcome: e.code,
-                })
-                .inc();
             tracing::debug!(status = e.status.as_u16(), code = e.code, message = %e.message, "ingest request rejected");
-            e.into_response()
+            if protobuf_request {
+                otlp::protobuf_error_response(e)
+            } else {
+                e.into_response()
+            }
         }
     }
 }
 
-async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<usize, ApiError>) {
+async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<Ack, ApiError>) {
     let (parts, body) = request.into_parts();
     if !state.auth.check(&parts.headers) {
         return (
@@ -126,17 +138,25 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
         Ok(b) => b,
         Err(e) => return ("unknown", Err(e)),
     };
-    match media {
-        MediaType::Protobuf => ("otlp_http", Err(otlp_not_available())),
+    let otlp_encoding = match media {
+        MediaType::Protobuf => OtlpEncoding::Protobuf,
         MediaType::Json => match model::classify_json_body(&decoded) {
-            Ok(JsonBodyKind::DynamiqRuns) => (
-                "dynamiq",
-                ingest_runs(state, &parts.headers, &decoded).await,
-            ),
-            Ok(JsonBodyKind::OtlpJson) => ("otlp_http", Err(otlp_not_available())),
-            Err(e) => ("unknown", Err(e.into())),
+            Ok(JsonBodyKind::DynamiqRuns) => {
+                let result = ingest_runs(state, &parts.headers, &decoded).await;
+                return ("dynamiq", result.map(Ack::Runs));
+            }
+            Ok(JsonBodyKind::OtlpJson) => OtlpEncoding::Json,
+            Err(e) => return ("unknown", Err(e.into())),
         },
+    };
+    let result = async {
+        let request = otlp::decode_request(&decoded, otlp_encoding)?;
+        let key = client_key(state, &parts.headers)?;
+        let outcome = otlp::export(state, request, key).await?;
+        Ok(Ack::Spans(outcome, otlp_encoding))
     }
+    .await;
+    ("otlp_http", result)
 }
 
 /// Decompression of large bodies runs off the async workers.
@@ -149,12 +169,19 @@ async fn decode(raw: Bytes, encoding: Encoding, limit: u64) -> Result<Bytes, Api
         .unwrap_or_else(|_| Err(ApiError::bad_request("the body could not be decompressed")))
 }
 
-fn otlp_not_available() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "OTLP ingest is not available in this version of dynamiq-sidecar; send Dynamiq runs ({\"runs\": [...]})",
-    )
+/// The client's key to store with its runs: `None` unless `auth_mode = "passthrough"`.
+pub fn client_key<'h>(
+    state: &IngestState,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, ApiError> {
+    match state.auth_mode {
+        AuthMode::SidecarKey => Ok(None),
+        AuthMode::Passthrough => super::auth::bearer(headers).map(Some).ok_or_else(|| {
+            ApiError::unauthorized(
+                "auth_mode is passthrough: send the project key as Authorization: Bearer <key>",
+            )
+        }),
+    }
 }
 
 /// Validates a Dynamiq batch and appends it to the buffer; returns the number of runs.
@@ -164,26 +191,25 @@ async fn ingest_runs(
     body: &[u8],
 ) -> Result<usize, ApiError> {
     let batch = model::parse_batch(body)?;
-    let client_key = match state.auth_mode {
-        AuthMode::SidecarKey => None,
-        AuthMode::Passthrough => Some(super::auth::bearer(headers).ok_or_else(|| {
-            ApiError::unauthorized(
-                "auth_mode is passthrough: send the project key as Authorization: Bearer <key>",
-            )
-        })?),
-    };
+    let client_key = client_key(state, headers)?;
     let payloads: Vec<Bytes> = batch
         .runs
         .iter()
         .map(|run| envelope::encode_run(run.json.as_bytes(), client_key))
         .collect();
     let accepted = payloads.len();
+    store(state, payloads).await?;
+    Ok(accepted)
+}
+
+/// Appends encoded runs to the buffer as one unit; answers once they are durable.
+pub async fn store(state: &IngestState, payloads: Vec<Bytes>) -> Result<(), ApiError> {
     let result = state.buffer.append(payloads).await;
     state
         .readiness
         .set(Latch::BufferWritable, state.buffer.is_writable());
     match result {
-        Ok(_) => Ok(accepted),
+        Ok(_) => Ok(()),
         Err(AppendError::Full { retry_after }) => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "buffer_full",

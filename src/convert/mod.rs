@@ -1,0 +1,19 @@
+//! Conversion between the Dynamiq run tree and the OTLP span model (`shared/spec/CONVERSION.md`).
+//!
+//! Owns the id mapping ([`ids`]), the attribute conventions ([`semconv`]), timestamps
+//! ([`time`]) and the span → run direction ([`spans_to_runs`]).
+//!
+//! Guarantees: conversion is pure and stateless (no clocks, no randomness, no lookups), so a
+//! re-sent span maps to the same run every time; it never panics on any decoded input; every run
+//! it produces is valid under CONTRACT §2.
+
+pub mod ids;
+pub mod semconv;
+pub mod spans_to_runs;
+pub mod time;
+pub mod values;
+
+pub use spans_to_runs::{ConvertedSpans, SpanConvertOptions, convert_request, count_spans};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,570 @@
+//! OTLP spans → Dynamiq runs (CONVERSION.md, "Span → run").
+//!
+//! Owns span validation (CONTRACT §3: ids of the right length and not all-zero, end not
+//! before start) and the mapping of one valid span to one run's JSON bytes.
+//!
+//! Guarantees:
+//! - every run produced passes the collector's validation ([`crate::model::parse_batch`]);
+//! - ids are deterministic: the same span always becomes the same run id, and a span whose
+//!   parent is in the same trace gets that parent's run id as `parent_run_id`;
+//! - a span carrying Dynamiq's exactness attributes (`dynamiq.*`, written by the run → span
+//!   direction) becomes the run it came from, field for field;
+//! - a foreign span keeps what a run has no field for under `metadata.otel` (ids, flags, kind,
+//!   exact times, status, attributes, events, links, dropped counts, resource, scope), so
+//!   span → run → span is near-exact.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+
+use super::ids;
+use super::semconv::{self, Known};
+use super::time::format_ns;
+use super::values::{
+    ObjectWriter, as_bool, as_f64, as_i64, as_str, find, json_text, write_plain, write_str,
+};
+
+/// Settings of the conversion.
+#[derive(Debug, Clone)]
+pub struct SpanConvertOptions {
+    /// `source_id` of runs whose span and resource name no source.
+    pub default_source_id: String,
+}
+
+impl Default for SpanConvertOptions {
+    fn default() -> Self {
+        Self {
+            default_source_id: "otel".to_owned(),
+        }
+    }
+}
+
+/// The runs made from one export request, and what was rejected.
+#[derive(Debug, Default)]
+pub struct ConvertedSpans {
+    /// One run's JSON per valid span, in request order.
+    pub runs: Vec<Vec<u8>>,
+    /// Spans that were invalid and were not converted.
+    pub rejected_spans: u64,
+    /// Why the first rejected spans were rejected (empty when none were).
+    pub error_message: String,
+}
+
+/// Converts every valid span of `request` into a run.
+pub fn convert_request(
+    request: &ExportTraceServiceRequest,
+    options: &SpanConvertOptions,
+) -> ConvertedSpans {
+    let mut out = ConvertedSpans::default();
+    let mut reasons: Vec<String> = Vec::new();
+    for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
+        let resource = ResourceContext::new(resource_spans.resource.as_ref(), options);
+        let resource_schema = resource_spans.schema_url.as_str();
+        for (si, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
+            let scope = ScopeContext::new(scope_spans.scope.as_ref());
+            for (pi, span) in scope_spans.spans.iter().enumerate() {
+                let run = validate(span).and_then(|valid| {
+                    let run = span_to_run(
+                        &valid,
+                        &resource,
+                        resource_schema,
+                        &scope,
+                        scope_spans.schema_url.as_str(),
+                    );
+                    // Attribute values nest; the run must stay within the collector's depth.
+                    if crate::model::batch::nesting_within(&run, crate::model::batch::MAX_DEPTH - 2)
+                    {
+                        Ok(run)
+                    } else {
+                        Err("attribute values are nested too deeply to make a valid run".to_owned())
+                    }
+                });
+                match run {
+                    Ok(run) => out.runs.push(run),
+                    Err(reason) => {
+                        out.rejected_spans += 1;
+                        if reasons.len() < 3 {
+                            reasons.push(format!(
+                                "resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]: {reason}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if out.rejected_spans > 0 {
+        let more = out.rejected_spans - reasons.len() as u64;
+        out.error_message = reasons.join("; ");
+        if more > 0 {
+            out.error_message
+                .push_str(&format!("; and {more} more invalid spans"));
+        }
+    }
+    out
+}
+
+/// The number of spans in a request.
+pub fn count_spans(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum()
+}
+
+/// A span whose ids have been checked.
+struct ValidSpan<'a> {
+    span: &'a Span,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+}
+
+fn validate(span: &Span) -> Result<ValidSpan<'_>, String> {
+    let trace_id: [u8; 16] = span
+        .trace_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("traceId must be 16 bytes, got {}", span.trace_id.len()))?;
+    if trace_id == [0; 16] {
+        return Err("traceId is all zeros".to_owned());
+    }
+    let span_id: [u8; 8] = span
+        .span_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("spanId must be 8 bytes, got {}", span.span_id.len()))?;
+    if span_id == [0; 8] {
+        return Err("spanId is all zeros".to_owned());
+    }
+    let parent_span_id = match span.parent_span_id.len() {
+        0 => None,
+        8 => {
+            let mut p = [0u8; 8];
+            p.copy_from_slice(&span.parent_span_id);
+            // An all-zero parent is how some exporters spell "no parent".
+            (p != [0; 8]).then_some(p)
+        }
+        n => return Err(format!("parentSpanId must be empty or 8 bytes, got {n}")),
+    };
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err("endTimeUnixNano is before startTimeUnixNano".to_owned());
+    }
+    Ok(ValidSpan {
+        span,
+        trace_id,
+        span_id,
+        parent_span_id,
+    })
+}
+
+/// What every span of one resource shares.
+struct ResourceContext {
+    /// `service.instance.id`, else `service.name`, else the configured default.
+    source_id: String,
+    /// The resource in OTLP/JSON form.
+    json: String,
+}
+
+impl ResourceContext {
+    fn new(resource: Option<&Resource>, options: &SpanConvertOptions) -> Self {
+        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let source_id = as_str(find(attrs, "service.instance.id"))
+            .or_else(|| as_str(find(attrs, "service.name")))
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&options.default_source_id)
+            .to_owned();
+        let json = resource
+            .and_then(|r| serde_json::to_string(r).ok())
+            .unwrap_or_else(|| "null".to_owned());
+        Self { source_id, json }
+    }
+}
+
+/// What every span of one instrumentation scope shares.
+struct ScopeContext {
+    json: String,
+}
+
+impl ScopeContext {
+    fn new(scope: Option<&InstrumentationScope>) -> Self {
+        let json = scope
+            .and_then(|s| serde_json::to_string(s).ok())
+            .unwrap_or_else(|| "null".to_owned());
+        Self { json }
+    }
+}
+
+/// Where a run's `input` or `output` came from, so the span can be rebuilt without keeping
+/// the (often large) attribute twice.
+struct Lifted {
+    key: &'static str,
+    /// `json` when the attribute's string was embedded as JSON, `text` when as a JSON string.
+    form: &'static str,
+}
+
+fn span_to_run(
+    v: &ValidSpan<'_>,
+    resource: &ResourceContext,
+    resource_schema: &str,
+    scope: &ScopeContext,
+    scope_schema: &str,
+) -> Vec<u8> {
+    let span = v.span;
+    let known = Known::scan(&span.attributes);
+    let trace_id_string = ids::trace_id_string(&v.trace_id);
+    let is_root = v.parent_span_id.is_none();
+    let oi_kind = semconv::openinference_kind(as_str(known.oi_kind), as_str(known.genai_operation));
+    let status_code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
+    let exception = span.events.iter().rev().find(|e| e.name == "exception");
+
+    let mut out = Vec::with_capacity(1024 + span.attributes.len() * 64);
+    let mut run = ObjectWriter::open(&mut out);
+
+    match as_str(known.dq_run_id) {
+        Some(id) => run.str("id", id),
+        None => run.str(
+            "id",
+            &ids::format_uuid(&ids::run_id_of_span(&v.trace_id, &v.span_id)),
+        ),
+    }
+    run.str(
+        "name",
+        if span.name.is_empty() {
+            "(unnamed span)"
+        } else {
+            &span.name
+        },
+    );
+    let run_type = match as_str(known.dq_run_type) {
+        Some(t @ ("workflow" | "flow" | "node")) => t,
+        _ if is_root => "workflow",
+        _ => "node",
+    };
+    run.str("type", run_type);
+    run.str(
+        "trace_id",
+        as_str(known.dq_trace_id).unwrap_or(&trace_id_string),
+    );
+    run.str(
+        "source_id",
+        as_str(known.dq_source_id).unwrap_or(&resource.source_id),
+    );
+    let session = as_str(known.dq_session_id)
+        .or_else(|| as_str(known.session_id))
+        .or_else(|| as_str(known.genai_conversation_id))
+        .or_else(|| as_str(known.langfuse_session_id))
+        .unwrap_or(&trace_id_string);
+    run.str("session_id", session);
+    run.str("start_time", &format_ns(span.start_time_unix_nano));
+    if as_bool(known.dq_end_time_missing) == Some(true) {
+        run.null("end_time");
+    } else {
+        run.str("end_time", &format_ns(span.end_time_unix_nano));
+    }
+    match (as_str(known.dq_parent_run_id), v.parent_span_id) {
+        (Some(parent), _) => run.str("parent_run_id", parent),
+        (None, Some(parent)) => run.str(
+            "parent_run_id",
+            &ids::format_uuid(&ids::run_id_of_span(&v.trace_id, &parent)),
+        ),
+        (None, None) => run.null("parent_run_id"),
+    }
+    let failed = status_code == StatusCode::Error as i32;
+    match as_str(known.dq_run_status) {
+        Some(s @ ("succeeded" | "failed" | "skipped" | "canceled")) => run.str("status", s),
+        Some("") => run.null("status"),
+        _ => run.str("status", if failed { "failed" } else { "succeeded" }),
+    }
+
+    let input = lift_io(
+        run.key("input"),
+        &[
+            ("input.value", known.input_value, as_str(known.input_mime)),
+            ("gen_ai.input.messages", known.genai_input_messages, JSON),
+            ("gen_ai.prompt", known.genai_prompt, JSON),
+            ("traceloop.entity.input", known.traceloop_input, JSON),
+            ("langfuse.observation.input", known.langfuse_input, JSON),
+        ],
+    );
+    let output = lift_io(
+        run.key("output"),
+        &[
+            (
+                "output.value",
+                known.output_value,
+                as_str(known.output_mime),
+            ),
+            ("gen_ai.output.messages", known.genai_output_messages, JSON),
+            ("gen_ai.completion", known.genai_completion, JSON),
+            ("traceloop.entity.output", known.traceloop_output, JSON),
+            ("langfuse.observation.output", known.langfuse_output, JSON),
+        ],
+    );
+
+    match as_str(known.dq_metadata).and_then(json_text) {
+        Some(json) if json.starts_with('{') => run.raw("metadata", json),
+        _ => {
+            let meta = run.key("metadata");
+            write_synthesised_metadata(
+                meta,
+                v,
+                &known,
+                oi_kind,
+                [input, output],
+                resource,
+                resource_schema,
+                scope,
+                scope_schema,
+            );
+        }
+    }
+
+    match as_str(known.dq_error).and_then(json_text) {
+        Some(json) => run.raw("error", json),
+        None if failed => {
+            let exc_attr = |key: &str| exception.and_then(|e| as_str(find(&e.attributes, key)));
+            let status_message = span
+                .status
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .filter(|m| !m.is_empty());
+            let message = status_message
+                .or_else(|| exc_attr("exception.message"))
+                .or_else(|| exc_attr("exception.type"))
+                .unwrap_or("span ended with status ERROR");
+            let mut error = ObjectWriter::open(run.key("error"));
+            error.str("message", message);
+            match exc_attr("exception.stacktrace") {
+                Some(trace) => error.str("traceback", trace),
+                None => error.null("traceback"),
+            }
+            error.close();
+        }
+        None => run.null("error"),
+    }
+    match as_str(known.dq_executions).and_then(json_text) {
+        Some(json) if json.starts_with('[') => run.raw("executions", json),
+        _ => run.raw("executions", "[]"),
+    }
+    let tags = run.key("tags");
+    write_tags(tags, &known);
+    run.close();
+    out
+}
+
+/// Marker: the attribute holds JSON text when it parses as JSON.
+const JSON: Option<&str> = Some("application/json");
+
+/// Writes the first present source as the run's `input`/`output` (or `null`), and says which
+/// attribute it was when that attribute can be rebuilt exactly from the run.
+fn lift_io(
+    out: &mut Vec<u8>,
+    sources: &[(&'static str, Option<&Value>, Option<&str>)],
+) -> Option<Lifted> {
+    for &(key, value, mime) in sources {
+        let Some(value) = value else { continue };
+        let Value::StringValue(s) = value else {
+            write_plain(out, Some(value));
+            return None;
+        };
+        let is_json_mime = mime.is_some_and(|m| m.starts_with("application/json"));
+        if is_json_mime && let Some(json) = json_text(s) {
+            out.extend_from_slice(json.as_bytes());
+            // Only exact when no whitespace was trimmed.
+            return (json.len() == s.len()).then_some(Lifted { key, form: "json" });
+        }
+        write_str(out, s);
+        return Some(Lifted { key, form: "text" });
+    }
+    out.extend_from_slice(b"null");
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_synthesised_metadata(
+    out: &mut Vec<u8>,
+    v: &ValidSpan<'_>,
+    known: &Known<'_>,
+    oi_kind: &str,
+    lifted: [Option<Lifted>; 2],
+    resource: &ResourceContext,
+    resource_schema: &str,
+    scope: &ScopeContext,
+    scope_schema: &str,
+) {
+    let span = v.span;
+    let mut meta = ObjectWriter::open(out);
+
+    let mut node = ObjectWriter::open(meta.key("node"));
+    node.str("id", &hex::encode(v.span_id));
+    let node_name = as_str(known.genai_tool_name)
+        .or_else(|| as_str(known.genai_agent_name))
+        .unwrap_or(&span.name);
+    node.str("name", node_name);
+    node.str("group", semconv::node_group(oi_kind));
+    node.str("type", &format!("otel.{}", oi_kind.to_ascii_lowercase()));
+    let model = as_str(known.genai_request_model)
+        .or_else(|| as_str(known.genai_response_model))
+        .or_else(|| as_str(known.llm_model_name));
+    if let Some(model) = model {
+        let provider = as_str(known.genai_provider)
+            .or_else(|| as_str(known.genai_system))
+            .or_else(|| as_str(known.llm_provider))
+            .or_else(|| as_str(known.llm_system));
+        match provider {
+            Some(p) if !model.contains('/') => {
+                node.str("model", &format!("{}/{model}", semconv::provider_prefix(p)))
+            }
+            _ => node.str("model", model),
+        }
+    }
+    node.close();
+
+    write_usage(&mut meta, known);
+
+    let mut otel = ObjectWriter::open(meta.key("otel"));
+    otel.str("traceId", &hex::encode(v.trace_id));
+    otel.str("spanId", &hex::encode(v.span_id));
+    otel.str("parentSpanId", &hex::encode(&span.parent_span_id));
+    otel.str("traceState", &span.trace_state);
+    otel.int("flags", i64::from(span.flags));
+    otel.int("kind", i64::from(span.kind));
+    otel.str("startTimeUnixNano", &span.start_time_unix_nano.to_string());
+    otel.str("endTimeUnixNano", &span.end_time_unix_nano.to_string());
+    let mut status = ObjectWriter::open(otel.key("status"));
+    let (code, message) = span
+        .status
+        .as_ref()
+        .map(|s| (s.code, s.message.as_str()))
+        .unwrap_or((0, ""));
+    status.int("code", i64::from(code));
+    status.str("message", message);
+    status.close();
+    let lifted_keys: Vec<&str> = lifted.iter().flatten().map(|l| l.key).collect();
+    let kept: Vec<&KeyValue> = span
+        .attributes
+        .iter()
+        .filter(|kv| !lifted_keys.contains(&kv.key.as_str()))
+        .collect();
+    write_serde(otel.key("attributes"), &kept);
+    let mut lifted_obj = ObjectWriter::open(otel.key("lifted"));
+    for (field, l) in ["input", "output"].iter().zip(&lifted) {
+        if let Some(l) = l {
+            let mut entry = ObjectWriter::open(lifted_obj.key(field));
+            entry.str("key", l.key);
+            entry.str("form", l.form);
+            entry.close();
+        }
+    }
+    lifted_obj.close();
+    write_serde(otel.key("events"), &span.events);
+    write_serde(otel.key("links"), &span.links);
+    otel.int(
+        "droppedAttributesCount",
+        i64::from(span.dropped_attributes_count),
+    );
+    otel.int("droppedEventsCount", i64::from(span.dropped_events_count));
+    otel.int("droppedLinksCount", i64::from(span.dropped_links_count));
+    otel.raw("resource", &resource.json);
+    otel.str("resourceSchemaUrl", resource_schema);
+    otel.raw("scope", &scope.json);
+    otel.str("scopeSchemaUrl", scope_schema);
+    otel.close();
+
+    meta.close();
+}
+
+fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        // The proto types always serialise; keep the output well-formed regardless.
+        out.truncate(mark);
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_usage(meta: &mut ObjectWriter<'_>, known: &Known<'_>) {
+    let first_int = |values: &[Option<&Value>]| values.iter().find_map(|v| as_i64(*v));
+    let prompt = first_int(&[
+        known.genai_input_tokens,
+        known.genai_prompt_tokens,
+        known.llm_prompt_tokens,
+    ]);
+    let completion = first_int(&[
+        known.genai_output_tokens,
+        known.genai_completion_tokens,
+        known.llm_completion_tokens,
+    ]);
+    let total = first_int(&[known.genai_total_tokens, known.llm_total_tokens]).or(
+        match (prompt, completion) {
+            (None, None) => None,
+            (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
+        },
+    );
+    let Some(total) = total else { return };
+    let mut usage = ObjectWriter::open(meta.key("usage"));
+    usage.int("prompt_tokens", prompt.unwrap_or(0));
+    usage.int("completion_tokens", completion.unwrap_or(0));
+    usage.int("total_tokens", total);
+    if let Some(n) = first_int(&[known.genai_cache_read, known.llm_cache_read]) {
+        usage.int("cache_read_input_tokens", n);
+    }
+    if let Some(n) = first_int(&[known.genai_cache_creation, known.llm_cache_write]) {
+        usage.int("cache_creation_input_tokens", n);
+    }
+    if let Some(x) = as_f64(known.llm_cost_prompt) {
+        usage.float("prompt_tokens_cost_usd", x);
+    }
+    if let Some(x) = as_f64(known.llm_cost_completion) {
+        usage.float("completion_tokens_cost_usd", x);
+    }
+    if let Some(x) = as_f64(known.llm_cost_total).or_else(|| as_f64(known.genai_cost)) {
+        usage.float("total_tokens_cost_usd", x);
+    }
+    usage.close();
+}
+
+/// `tag.tags` → `langfuse.trace.tags` → `langsmith.span.tags` (comma separated) → `[]`.
+fn write_tags(out: &mut Vec<u8>, known: &Known<'_>) {
+    for value in [known.tag_tags, known.langfuse_tags] {
+        match value {
+            Some(Value::ArrayValue(_)) => return write_plain(out, value),
+            Some(Value::StringValue(s)) => {
+                match json_text(s) {
+                    Some(json) if json.starts_with('[') => out.extend_from_slice(json.as_bytes()),
+                    _ => write_string_list(out, std::iter::once(s.as_str())),
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+    match known.langsmith_tags {
+        Some(Value::StringValue(s)) => {
+            write_string_list(out, s.split(',').map(str::trim).filter(|t| !t.is_empty()))
+        }
+        Some(v @ Value::ArrayValue(_)) => write_plain(out, Some(v)),
+        _ => out.extend_from_slice(b"[]"),
+    }
+}
+
+fn write_string_list<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, item);
+    }
+    out.push(b']');
+}
+
+/// The run id a span converts to (used by tests and the convert command).
+pub fn run_id_for(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
+    ids::format_uuid(&ids::run_id_of_span(trace_id, span_id))
+}

@@ -1,0 +1,67 @@
+//! Timestamps: OTLP nanoseconds since the epoch ⇄ the Dynamiq SDK's RFC 3339 spelling
+//! (`2026-11-24T08:15:38.275127+00:00`, microseconds, the fraction omitted when zero).
+//!
+//! Guarantees: formatting is total (every `u64` nanosecond count has a spelling) and
+//! `parse(format(ns)) == ns` truncated to the microsecond.
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Formats `ns` since the Unix epoch as the SDK does, truncated to microseconds, in UTC.
+pub fn format_ns(ns: u64) -> String {
+    // u64 nanoseconds end in the year 2554, well inside `time`'s range.
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let micros = t.microsecond();
+    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
+    let (h, m, s) = (t.hour(), t.minute(), t.second());
+    if micros == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}+00:00")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{micros:06}+00:00")
+    }
+}
+
+/// Parses an RFC 3339 time (`Z` or an offset, any fraction) into nanoseconds since the epoch;
+/// `None` before 1970 or after 2554.
+pub fn parse_ns(s: &str) -> Option<u64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .ok()?
+        .to_offset(UtcOffset::UTC);
+    u64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn formats_like_the_sdk() {
+        assert_eq!(
+            format_ns(1_795_508_170_112_968_549),
+            "2026-11-24T08:16:10.112968+00:00"
+        );
+        assert_eq!(
+            format_ns(1_795_508_170_000_000_999),
+            "2026-11-24T08:16:10+00:00"
+        );
+        assert_eq!(format_ns(0), "1970-01-01T00:00:00+00:00");
+        assert_eq!(format_ns(u64::MAX).len(), 32);
+    }
+
+    #[test]
+    fn parses_offsets_and_zulu() {
+        assert_eq!(parse_ns("1970-01-01T00:00:01Z"), Some(1_000_000_000));
+        assert_eq!(parse_ns("1970-01-01T01:00:01+01:00"), Some(1_000_000_000));
+        assert_eq!(parse_ns("1969-12-31T23:59:59Z"), None);
+        assert_eq!(parse_ns("yesterday"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_keeps_microseconds(ns in 0u64..=u64::MAX) {
+            prop_assert_eq!(parse_ns(&format_ns(ns)), Some(ns / 1000 * 1000));
+        }
+    }
+}

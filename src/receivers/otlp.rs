@@ -1,0 +1,214 @@
+//! OTLP ingest shared by OTLP/HTTP (`POST /v1/traces`) and OTLP/gRPC (`TraceService/Export`):
+//! decoding, span → run conversion, durable append, and the OTLP response forms.
+//!
+//! Guarantees: a request is answered only after every run made from its valid spans is in the
+//! disk buffer; invalid spans are counted in `partial_success.rejected_spans` with a reason and
+//! never stop the valid ones; an undecodable body is rejected whole (400 / `INVALID_ARGUMENT`)
+//! with a message that says what was wrong.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::IngestState;
+use super::error::ApiError;
+use crate::convert::{self, ConvertedSpans};
+use crate::model::envelope;
+
+/// The body encodings OTLP/HTTP allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpEncoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json` (OTLP/JSON: hex ids, integer enums, lowerCamelCase).
+    Json,
+}
+
+/// What an export request came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportOutcome {
+    /// Spans converted and stored.
+    pub accepted_spans: u64,
+    /// Spans rejected as invalid.
+    pub rejected_spans: u64,
+    /// Why (empty when nothing was rejected).
+    pub error_message: String,
+}
+
+/// Decodes an OTLP/HTTP body.
+pub fn decode_request(
+    body: &[u8],
+    encoding: OtlpEncoding,
+) -> Result<ExportTraceServiceRequest, ApiError> {
+    match encoding {
+        OtlpEncoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not an OTLP ExportTraceServiceRequest in protobuf: {e}"
+            ))
+        }),
+        OtlpEncoding::Json => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not a valid OTLP/JSON ExportTraceServiceRequest (ids are hex strings, enums integers, field names lowerCamelCase): {e}"
+            ))
+        }),
+    }
+}
+
+/// Converts and stores the spans of `request`. `client_key` is stored with each run in
+/// passthrough mode.
+pub async fn export(
+    state: &IngestState,
+    request: ExportTraceServiceRequest,
+    client_key: Option<&str>,
+) -> Result<ExportOutcome, ApiError> {
+    let total = convert::count_spans(&request);
+    let converted = if total > 256 {
+        // Large requests convert off the async workers.
+        let options = Arc::clone(&state.span_options);
+        tokio::task::spawn_blocking(move || convert::convert_request(&request, &options))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "span conversion failed",
+                )
+            })?
+    } else {
+        convert::convert_request(&request, &state.span_options)
+    };
+    let ConvertedSpans {
+        runs,
+        rejected_spans,
+        error_message,
+    } = converted;
+    let accepted_spans = runs.len() as u64;
+    if !runs.is_empty() {
+        let payloads = runs
+            .iter()
+            .map(|run| envelope::encode_run(run, client_key))
+            .collect();
+        super::traces::store(state, payloads).await?;
+    }
+    state.metrics.spans_accepted.inc_by(accepted_spans);
+    state.metrics.spans_rejected.inc_by(rejected_spans);
+    state.metrics.runs_accepted.inc_by(accepted_spans);
+    Ok(ExportOutcome {
+        accepted_spans,
+        rejected_spans,
+        error_message,
+    })
+}
+
+/// The protobuf/JSON response message of an outcome.
+pub fn response_message(outcome: &ExportOutcome) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (outcome.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(outcome.rejected_spans).unwrap_or(i64::MAX),
+            error_message: outcome.error_message.clone(),
+        }),
+    }
+}
+
+/// The OTLP/HTTP success response, in the request's encoding.
+pub fn http_response(outcome: &ExportOutcome, encoding: OtlpEncoding) -> Response {
+    let message = response_message(outcome);
+    match encoding {
+        OtlpEncoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            message.encode_to_vec(),
+        )
+            .into_response(),
+        OtlpEncoding::Json => {
+            // A full success is `{}` (not `{"partialSuccess":null}`).
+            let body = match &message.partial_success {
+                None => b"{}".to_vec(),
+                Some(_) => serde_json::to_vec(&message).unwrap_or_else(|_| b"{}".to_vec()),
+            };
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body OTLP/HTTP prescribes for errors to protobuf requests.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// An error to an OTLP/protobuf request: the same status and headers as the JSON error, with
+/// a `google.rpc.Status` body.
+pub fn protobuf_error_response(error: ApiError) -> Response {
+    let status = RpcStatus {
+        code: grpc_code(error.status) as i32,
+        message: error.message.clone(),
+    };
+    let mut response = error.into_response();
+    *response.body_mut() = axum::body::Body::from(status.encode_to_vec());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    response
+}
+
+/// The gRPC status code that matches an HTTP status, per the OTLP mapping.
+pub fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status.as_u16() {
+        400 | 415 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        408 => tonic::Code::DeadlineExceeded,
+        413 => tonic::Code::ResourceExhausted,
+        429 | 502 | 503 | 504 => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_success_only_when_spans_were_rejected() {
+        let ok = ExportOutcome {
+            accepted_spans: 2,
+            ..Default::default()
+        };
+        assert_eq!(response_message(&ok).partial_success, None);
+        let partial = ExportOutcome {
+            accepted_spans: 1,
+            rejected_spans: 2,
+            error_message: "bad ids".into(),
+        };
+        let msg = response_message(&partial);
+        let p = msg.partial_success.unwrap();
+        assert_eq!((p.rejected_spans, p.error_message.as_str()), (2, "bad ids"));
+    }
+
+    #[test]
+    fn snake_case_and_garbage_are_rejected() {
+        assert!(decode_request(b"\xff\xff\xff", OtlpEncoding::Protobuf).is_err());
+        let base64_ids = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AAECAwQFBgcICQoLDA0ODw==","spanId":"AAECAwQFBgc="}]}]}]}"#;
+        let e = decode_request(base64_ids, OtlpEncoding::Json).unwrap_err();
+        assert!(e.message.contains("hex"), "{}", e.message);
+    }
+
+    #[test]
+    fn protobuf_errors_carry_a_google_rpc_status() {
+        let response = protobuf_error_response(ApiError::bad_request("nope"));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/x-protobuf"
+        );
+    }
+}
