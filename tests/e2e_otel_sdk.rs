@@ -124,8 +124,8 @@ fn hyphenated(trace_hex: &str) -> String {
 /// Written from the spec, independently of `src/convert/ids.rs`.
 fn spec_run_id(trace_hex: &str, span_hex: &str) -> String {
     use sha2::{Digest, Sha256};
-    let trace = hex::decode(trace_hex).expect("trace id hex");
-    let span: [u8; 8] = hex::decode(span_hex)
+    let trace = const_hex::decode(trace_hex).expect("trace id hex");
+    let span: [u8; 8] = const_hex::decode(span_hex)
         .expect("span id hex")
         .try_into()
         .expect("8-byte span id");

@@ -34,15 +34,34 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 
 /// Formats 16 bytes as a hyphenated lowercase UUID.
 pub fn format_uuid(bytes: &[u8; 16]) -> String {
-    let h = hex::encode(bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = [0u8; 36];
+    uuid_into(bytes, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes the hyphenated lowercase UUID form of `bytes` into `out`.
+pub fn uuid_into(bytes: &[u8; 16], out: &mut [u8; 36]) {
+    let mut hex = [0u8; 32];
+    // The buffer is exactly twice the input: encoding cannot fail.
+    let _ = const_hex::encode_to_slice(bytes, &mut hex);
+    out[0..8].copy_from_slice(&hex[0..8]);
+    out[8] = b'-';
+    out[9..13].copy_from_slice(&hex[8..12]);
+    out[13] = b'-';
+    out[14..18].copy_from_slice(&hex[12..16]);
+    out[18] = b'-';
+    out[19..23].copy_from_slice(&hex[16..20]);
+    out[23] = b'-';
+    out[24..36].copy_from_slice(&hex[20..32]);
+}
+
+/// Appends `"<uuid>"` (a JSON string) to `out`.
+pub fn write_uuid(out: &mut Vec<u8>, bytes: &[u8; 16]) {
+    let mut text = [0u8; 36];
+    uuid_into(bytes, &mut text);
+    out.push(b'"');
+    out.extend_from_slice(&text);
+    out.push(b'"');
 }
 
 /// The OTLP trace id of a Dynamiq `trace_id`: its UUID bytes, else the first 16 bytes of its
@@ -66,7 +85,7 @@ pub fn trace_id_string(trace_id: &[u8; 16]) -> String {
 }
 
 /// The 58-bit tag that binds a UUIDv8 run id to its trace.
-fn trace_tag(trace_id: &[u8; 16]) -> u64 {
+pub fn trace_tag(trace_id: &[u8; 16]) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(OTEL_DOMAIN);
     hasher.update(trace_id);
@@ -78,8 +97,13 @@ fn trace_tag(trace_id: &[u8; 16]) -> u64 {
 
 /// The run id of a foreign span: a UUIDv8 packing the span id and a tag of its trace.
 pub fn run_id_of_span(trace_id: &[u8; 16], span_id: &[u8; 8]) -> [u8; 16] {
+    run_id_with_tag(trace_tag(trace_id), span_id)
+}
+
+/// [`run_id_of_span`] with the trace's tag already computed (it is the same for every span of
+/// a trace, and computing it is a SHA-256).
+pub fn run_id_with_tag(h: u64, span_id: &[u8; 8]) -> [u8; 16] {
     let s = u64::from_be_bytes(*span_id);
-    let h = trace_tag(trace_id);
     let high: u64 = ((s >> 16) << 16) | (0x8 << 12) | ((s >> 4) & 0xFFF);
     let low: u64 = (0b10u64 << 62) | ((s & 0xF) << 58) | h;
     let mut out = [0u8; 16];

@@ -144,6 +144,21 @@ pub fn node_group(kind: &str) -> &'static str {
     }
 }
 
+/// The synthesised `metadata.node.type` of a span of an OpenInference kind.
+pub fn node_type(kind: &str) -> &'static str {
+    match kind {
+        "LLM" => "otel.llm",
+        "TOOL" => "otel.tool",
+        "AGENT" => "otel.agent",
+        "RETRIEVER" => "otel.retriever",
+        "EMBEDDING" => "otel.embedding",
+        "RERANKER" => "otel.reranker",
+        "GUARDRAIL" => "otel.guardrail",
+        "EVALUATOR" => "otel.evaluator",
+        _ => "otel.chain",
+    }
+}
+
 /// The Dynamiq model prefix of an OTel provider name (`gen_ai.provider.name` and friends).
 pub fn provider_prefix(provider: &str) -> &str {
     match provider {

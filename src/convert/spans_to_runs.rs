@@ -17,13 +17,15 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
 use super::ids;
 use super::semconv::{self, Known};
-use super::time::format_ns;
+use super::time::write_ns;
 use super::values::{
-    ObjectWriter, as_bool, as_f64, as_i64, as_str, find, json_text, write_plain, write_str,
+    ObjectWriter, as_bool, as_f64, as_i64, as_str, find, json_text, write_otlp_attributes,
+    write_plain, write_str,
 };
 
 /// Settings of the conversion.
@@ -59,6 +61,7 @@ pub fn convert_request(
 ) -> ConvertedSpans {
     let mut out = ConvertedSpans::default();
     let mut reasons: Vec<String> = Vec::new();
+    let mut tags = TagCache::default();
     for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
         let resource = ResourceContext::new(resource_spans.resource.as_ref(), options);
         let resource_schema = resource_spans.schema_url.as_str();
@@ -66,20 +69,18 @@ pub fn convert_request(
             let scope = ScopeContext::new(scope_spans.scope.as_ref());
             for (pi, span) in scope_spans.spans.iter().enumerate() {
                 let run = validate(span).and_then(|valid| {
+                    if !resource.shallow || !scope_shallow(scope_spans.scope.as_ref()) {
+                        return Err(TOO_DEEP.to_owned());
+                    }
                     let run = span_to_run(
                         &valid,
+                        &mut tags,
                         &resource,
                         resource_schema,
                         &scope,
                         scope_spans.schema_url.as_str(),
                     );
-                    // Attribute values nest; the run must stay within the collector's depth.
-                    if crate::model::batch::nesting_within(&run, crate::model::batch::MAX_DEPTH - 2)
-                    {
-                        Ok(run)
-                    } else {
-                        Err("attribute values are nested too deeply to make a valid run".to_owned())
-                    }
+                    Ok(run)
                 });
                 match run {
                     Ok(run) => out.runs.push(run),
@@ -114,6 +115,56 @@ pub fn count_spans(request: &ExportTraceServiceRequest) -> u64 {
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len() as u64)
         .sum()
+}
+
+/// How deep attribute values (arrays and key-value lists in arrays...) may nest. In OTLP/JSON
+/// form each level costs up to four JSON levels and the envelope starts nine deep, so 24 keeps
+/// every run under the collector's nesting limit ([`crate::model::batch::MAX_DEPTH`]).
+const MAX_VALUE_DEPTH: usize = 24;
+
+const TOO_DEEP: &str = "attribute values are nested too deeply to make a valid run";
+
+/// Whether no attribute value nests deeper than `max` levels (a scalar is one level).
+fn attributes_within(attrs: &[KeyValue], max: usize) -> bool {
+    fn value_within(value: Option<&Value>, max: usize) -> bool {
+        match value {
+            Some(Value::ArrayValue(a)) => {
+                max > 1
+                    && a.values
+                        .iter()
+                        .all(|v| value_within(v.value.as_ref(), max - 1))
+            }
+            Some(Value::KvlistValue(kv)) => max > 1 && attributes_within(&kv.values, max - 1),
+            _ => max >= 1,
+        }
+    }
+    attrs
+        .iter()
+        .all(|kv| value_within(kv.value.as_ref().and_then(|v| v.value.as_ref()), max))
+}
+
+fn scope_shallow(scope: Option<&InstrumentationScope>) -> bool {
+    scope.is_none_or(|s| attributes_within(&s.attributes, MAX_VALUE_DEPTH))
+}
+
+/// The UUIDv8 trace tag of the trace seen last: spans of one trace come together, and the tag
+/// is a SHA-256 that is the same for all of them.
+#[derive(Default)]
+struct TagCache {
+    last: Option<([u8; 16], u64)>,
+}
+
+impl TagCache {
+    fn get(&mut self, trace_id: &[u8; 16]) -> u64 {
+        match self.last {
+            Some((id, tag)) if id == *trace_id => tag,
+            _ => {
+                let tag = ids::trace_tag(trace_id);
+                self.last = Some((*trace_id, tag));
+                tag
+            }
+        }
+    }
 }
 
 /// A span whose ids have been checked.
@@ -154,6 +205,18 @@ fn validate(span: &Span) -> Result<ValidSpan<'_>, String> {
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err("endTimeUnixNano is before startTimeUnixNano".to_owned());
     }
+    let shallow = attributes_within(&span.attributes, MAX_VALUE_DEPTH)
+        && span
+            .events
+            .iter()
+            .all(|e| attributes_within(&e.attributes, MAX_VALUE_DEPTH))
+        && span
+            .links
+            .iter()
+            .all(|l| attributes_within(&l.attributes, MAX_VALUE_DEPTH));
+    if !shallow {
+        return Err(TOO_DEEP.to_owned());
+    }
     Ok(ValidSpan {
         span,
         trace_id,
@@ -168,6 +231,8 @@ struct ResourceContext {
     source_id: String,
     /// The resource in OTLP/JSON form.
     json: String,
+    /// Whether its attributes nest within [`MAX_VALUE_DEPTH`].
+    shallow: bool,
 }
 
 impl ResourceContext {
@@ -181,7 +246,12 @@ impl ResourceContext {
         let json = resource
             .and_then(|r| serde_json::to_string(r).ok())
             .unwrap_or_else(|| "null".to_owned());
-        Self { source_id, json }
+        let shallow = attributes_within(attrs, MAX_VALUE_DEPTH);
+        Self {
+            source_id,
+            json,
+            shallow,
+        }
     }
 }
 
@@ -209,6 +279,7 @@ struct Lifted {
 
 fn span_to_run(
     v: &ValidSpan<'_>,
+    tags: &mut TagCache,
     resource: &ResourceContext,
     resource_schema: &str,
     scope: &ScopeContext,
@@ -216,7 +287,6 @@ fn span_to_run(
 ) -> Vec<u8> {
     let span = v.span;
     let known = Known::scan(&span.attributes);
-    let trace_id_string = ids::trace_id_string(&v.trace_id);
     let is_root = v.parent_span_id.is_none();
     let oi_kind = semconv::openinference_kind(as_str(known.oi_kind), as_str(known.genai_operation));
     let status_code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
@@ -227,9 +297,9 @@ fn span_to_run(
 
     match as_str(known.dq_run_id) {
         Some(id) => run.str("id", id),
-        None => run.str(
-            "id",
-            &ids::format_uuid(&ids::run_id_of_span(&v.trace_id, &v.span_id)),
+        None => ids::write_uuid(
+            run.key("id"),
+            &ids::run_id_with_tag(tags.get(&v.trace_id), &v.span_id),
         ),
     }
     run.str(
@@ -246,10 +316,10 @@ fn span_to_run(
         _ => "node",
     };
     run.str("type", run_type);
-    run.str(
-        "trace_id",
-        as_str(known.dq_trace_id).unwrap_or(&trace_id_string),
-    );
+    match as_str(known.dq_trace_id) {
+        Some(t) => run.str("trace_id", t),
+        None => ids::write_uuid(run.key("trace_id"), &v.trace_id),
+    }
     run.str(
         "source_id",
         as_str(known.dq_source_id).unwrap_or(&resource.source_id),
@@ -257,20 +327,22 @@ fn span_to_run(
     let session = as_str(known.dq_session_id)
         .or_else(|| as_str(known.session_id))
         .or_else(|| as_str(known.genai_conversation_id))
-        .or_else(|| as_str(known.langfuse_session_id))
-        .unwrap_or(&trace_id_string);
-    run.str("session_id", session);
-    run.str("start_time", &format_ns(span.start_time_unix_nano));
+        .or_else(|| as_str(known.langfuse_session_id));
+    match session {
+        Some(s) => run.str("session_id", s),
+        None => ids::write_uuid(run.key("session_id"), &v.trace_id),
+    }
+    write_ns(run.key("start_time"), span.start_time_unix_nano);
     if as_bool(known.dq_end_time_missing) == Some(true) {
         run.null("end_time");
     } else {
-        run.str("end_time", &format_ns(span.end_time_unix_nano));
+        write_ns(run.key("end_time"), span.end_time_unix_nano);
     }
     match (as_str(known.dq_parent_run_id), v.parent_span_id) {
         (Some(parent), _) => run.str("parent_run_id", parent),
-        (None, Some(parent)) => run.str(
-            "parent_run_id",
-            &ids::format_uuid(&ids::run_id_of_span(&v.trace_id, &parent)),
+        (None, Some(parent)) => ids::write_uuid(
+            run.key("parent_run_id"),
+            &ids::run_id_with_tag(tags.get(&v.trace_id), &parent),
         ),
         (None, None) => run.null("parent_run_id"),
     }
@@ -401,13 +473,13 @@ fn write_synthesised_metadata(
     let mut meta = ObjectWriter::open(out);
 
     let mut node = ObjectWriter::open(meta.key("node"));
-    node.str("id", &hex::encode(v.span_id));
+    node.hex("id", &v.span_id);
     let node_name = as_str(known.genai_tool_name)
         .or_else(|| as_str(known.genai_agent_name))
         .unwrap_or(&span.name);
     node.str("name", node_name);
     node.str("group", semconv::node_group(oi_kind));
-    node.str("type", &format!("otel.{}", oi_kind.to_ascii_lowercase()));
+    node.str("type", semconv::node_type(oi_kind));
     let model = as_str(known.genai_request_model)
         .or_else(|| as_str(known.genai_response_model))
         .or_else(|| as_str(known.llm_model_name));
@@ -428,14 +500,14 @@ fn write_synthesised_metadata(
     write_usage(&mut meta, known);
 
     let mut otel = ObjectWriter::open(meta.key("otel"));
-    otel.str("traceId", &hex::encode(v.trace_id));
-    otel.str("spanId", &hex::encode(v.span_id));
-    otel.str("parentSpanId", &hex::encode(&span.parent_span_id));
+    otel.hex("traceId", &v.trace_id);
+    otel.hex("spanId", &v.span_id);
+    otel.hex("parentSpanId", &span.parent_span_id);
     otel.str("traceState", &span.trace_state);
     otel.int("flags", i64::from(span.flags));
     otel.int("kind", i64::from(span.kind));
-    otel.str("startTimeUnixNano", &span.start_time_unix_nano.to_string());
-    otel.str("endTimeUnixNano", &span.end_time_unix_nano.to_string());
+    otel.u64_string("startTimeUnixNano", span.start_time_unix_nano);
+    otel.u64_string("endTimeUnixNano", span.end_time_unix_nano);
     let mut status = ObjectWriter::open(otel.key("status"));
     let (code, message) = span
         .status
@@ -445,13 +517,11 @@ fn write_synthesised_metadata(
     status.int("code", i64::from(code));
     status.str("message", message);
     status.close();
-    let lifted_keys: Vec<&str> = lifted.iter().flatten().map(|l| l.key).collect();
-    let kept: Vec<&KeyValue> = span
-        .attributes
-        .iter()
-        .filter(|kv| !lifted_keys.contains(&kv.key.as_str()))
-        .collect();
-    write_serde(otel.key("attributes"), &kept);
+    let is_lifted = |kv: &&KeyValue| lifted.iter().flatten().any(|l| l.key == kv.key);
+    write_otlp_attributes(
+        otel.key("attributes"),
+        span.attributes.iter().filter(|kv| !is_lifted(kv)),
+    );
     let mut lifted_obj = ObjectWriter::open(otel.key("lifted"));
     for (field, l) in ["input", "output"].iter().zip(&lifted) {
         if let Some(l) = l {
@@ -462,8 +532,8 @@ fn write_synthesised_metadata(
         }
     }
     lifted_obj.close();
-    write_serde(otel.key("events"), &span.events);
-    write_serde(otel.key("links"), &span.links);
+    write_events(otel.key("events"), &span.events);
+    write_links(otel.key("links"), &span.links);
     otel.int(
         "droppedAttributesCount",
         i64::from(span.dropped_attributes_count),
@@ -479,13 +549,44 @@ fn write_synthesised_metadata(
     meta.close();
 }
 
-fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let mark = out.len();
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        // The proto types always serialise; keep the output well-formed regardless.
-        out.truncate(mark);
-        out.extend_from_slice(b"null");
+fn write_events(out: &mut Vec<u8>, events: &[Event]) {
+    out.push(b'[');
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut e = ObjectWriter::open(out);
+        e.u64_string("timeUnixNano", event.time_unix_nano);
+        e.str("name", &event.name);
+        write_otlp_attributes(e.key("attributes"), event.attributes.iter());
+        e.int(
+            "droppedAttributesCount",
+            i64::from(event.dropped_attributes_count),
+        );
+        e.close();
     }
+    out.push(b']');
+}
+
+fn write_links(out: &mut Vec<u8>, links: &[Link]) {
+    out.push(b'[');
+    for (i, link) in links.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut l = ObjectWriter::open(out);
+        l.hex("traceId", &link.trace_id);
+        l.hex("spanId", &link.span_id);
+        l.str("traceState", &link.trace_state);
+        write_otlp_attributes(l.key("attributes"), link.attributes.iter());
+        l.int(
+            "droppedAttributesCount",
+            i64::from(link.dropped_attributes_count),
+        );
+        l.int("flags", i64::from(link.flags));
+        l.close();
+    }
+    out.push(b']');
 }
 
 fn write_usage(meta: &mut ObjectWriter<'_>, known: &Known<'_>) {

@@ -579,3 +579,102 @@ fn attributes_nested_past_the_run_depth_limit_reject_only_that_span() {
     assert!(converted.error_message.contains("nested too deeply"));
     assert_collector_valid(&converted.runs);
 }
+
+mod generated {
+    //! Promise 3 over generated spans: whatever the attributes, every run made is valid.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value(depth: u32) -> impl Strategy<Value = AnyValue> {
+        let leaf = prop_oneof![
+            ".{0,12}".prop_map(Av::StringValue),
+            any::<i64>().prop_map(Av::IntValue),
+            any::<f64>().prop_map(Av::DoubleValue),
+            any::<bool>().prop_map(Av::BoolValue),
+            proptest::collection::vec(any::<u8>(), 0..6).prop_map(Av::BytesValue),
+            Just(Av::StringValue(
+                "{\"json\": [1, 2, {\"deep\": null}]}".into()
+            )),
+        ]
+        .prop_map(|v| AnyValue { value: Some(v) });
+        leaf.prop_recursive(depth, 64, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(|values| AnyValue {
+                    value: Some(Av::ArrayValue(ArrayValue { values }))
+                }),
+                proptest::collection::vec(("[a-z.]{1,8}", inner), 0..3).prop_map(|kvs| {
+                    AnyValue {
+                        value: Some(Av::KvlistValue(
+                            opentelemetry_proto::tonic::common::v1::KeyValueList {
+                                values: kvs.into_iter().map(|(k, v)| kv(&k, Some(v))).collect(),
+                            },
+                        )),
+                    }
+                }),
+            ]
+        })
+    }
+
+    fn attribute() -> impl Strategy<Value = KeyValue> {
+        let keys = proptest::sample::select(
+            super::super::semconv::KNOWN_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .chain(["x".to_string(), "exception.message".to_string()])
+                .collect::<Vec<_>>(),
+        );
+        (keys, any_value(40)).prop_map(|(k, v)| kv(&k, Some(v)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn every_converted_run_is_valid(
+            attrs in proptest::collection::vec(attribute(), 0..12),
+            name in ".{0,8}",
+            status in 0i32..4,
+            parent in any::<bool>(),
+            start in any::<u64>(),
+            len in any::<u32>(),
+        ) {
+            let mut sp = span(9, 2, parent.then_some(1));
+            sp.name = name;
+            sp.attributes = attrs;
+            sp.status = Some(Status { code: status, message: String::new() });
+            sp.start_time_unix_nano = start;
+            sp.end_time_unix_nano = start.saturating_add(u64::from(len));
+            let converted = convert_request(&request(vec![], vec![sp]), &SpanConvertOptions::default());
+            prop_assert_eq!(converted.runs.len() as u64 + converted.rejected_spans, 1);
+            assert_collector_valid(&converted.runs);
+            for run in &converted.runs {
+                prop_assert!(crate::model::batch::nesting_within(run, crate::model::batch::MAX_DEPTH - 2));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_deepest_accepted_attributes_still_make_a_valid_run() {
+    let mut value = AnyValue {
+        value: Some(Av::StringValue("leaf".into())),
+    };
+    for _ in 1..24 {
+        value = AnyValue {
+            value: Some(Av::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![kv("k", Some(value))],
+                },
+            )),
+        };
+    }
+    let mut sp = span(7, 2, Some(1));
+    sp.events = vec![Event {
+        name: "deep".into(),
+        attributes: vec![kv("deep", Some(value.clone()))],
+        ..Default::default()
+    }];
+    sp.attributes = vec![kv("tag.tags", Some(value))];
+    let converted = convert_request(&request(vec![], vec![sp]), &SpanConvertOptions::default());
+    assert_eq!(converted.rejected_spans, 0, "{}", converted.error_message);
+    assert_collector_valid(&converted.runs);
+}

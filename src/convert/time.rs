@@ -22,6 +22,36 @@ pub fn format_ns(ns: u64) -> String {
     }
 }
 
+/// Appends `"<format_ns(ns)>"` (a JSON string) without allocating.
+pub fn write_ns(out: &mut Vec<u8>, ns: u64) {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let year = u32::try_from(t.year()).unwrap_or(0);
+    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + ((n / 10u32.pow(i)) % 10) as u8);
+        }
+    };
+    out.push(b'"');
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, u32::from(u8::from(t.month())), 2);
+    out.push(b'-');
+    digits(out, u32::from(t.day()), 2);
+    out.push(b'T');
+    digits(out, u32::from(t.hour()), 2);
+    out.push(b':');
+    digits(out, u32::from(t.minute()), 2);
+    out.push(b':');
+    digits(out, u32::from(t.second()), 2);
+    let micros = t.microsecond();
+    if micros != 0 {
+        out.push(b'.');
+        digits(out, micros, 6);
+    }
+    out.extend_from_slice(b"+00:00\"");
+}
+
 /// Parses an RFC 3339 time (`Z` or an offset, any fraction) into nanoseconds since the epoch;
 /// `None` before 1970 or after 2554.
 pub fn parse_ns(s: &str) -> Option<u64> {
@@ -59,6 +89,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn write_ns_is_format_ns_quoted(ns in 0u64..=u64::MAX) {
+            let mut out = Vec::new();
+            write_ns(&mut out, ns);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), format!("\"{}\"", format_ns(ns)));
+        }
+
         #[test]
         fn format_then_parse_keeps_microseconds(ns in 0u64..=u64::MAX) {
             prop_assert_eq!(parse_ns(&format_ns(ns)), Some(ns / 1000 * 1000));

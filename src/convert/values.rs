@@ -52,7 +52,20 @@ impl<'a> ObjectWriter<'a> {
     /// `"key":n`.
     pub fn int(&mut self, key: &str, n: i64) {
         let out = self.key(key);
-        out.extend_from_slice(n.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// `"key":"n"`: a 64-bit integer as a string, as OTLP/JSON spells them.
+    pub fn u64_string(&mut self, key: &str, n: u64) {
+        let out = self.key(key);
+        out.push(b'"');
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.push(b'"');
+    }
+
+    /// `"key":"<lowercase hex>"`.
+    pub fn hex(&mut self, key: &str, bytes: &[u8]) {
+        write_hex(self.key(key), bytes);
     }
 
     /// `"key":x` for a finite float (a non-finite one is written as `null`).
@@ -67,10 +80,53 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
-/// Appends a JSON string literal.
+/// Appends a JSON string literal. Most strings need no escaping: those are found eight bytes
+/// at a time and copied whole; the rest go through `serde_json`'s escaper.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether a JSON string must escape any byte of `bytes` (`"`, `\\` or a control character).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // A byte below 0x20: (b - 0x20) borrows into the high bit for b < 0x20 (and b >= 0x80
+        // is excluded by `!w`).
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends `"<lowercase hex>"`.
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    // The destination is exactly twice the input: encoding cannot fail.
+    let _ = const_hex::encode_to_slice(bytes, &mut out[start..]);
+    out.push(b'"');
 }
 
 fn write_f64(out: &mut Vec<u8>, x: f64) {
@@ -86,9 +142,13 @@ pub fn write_plain(out: &mut Vec<u8>, value: Option<&Value>) {
         None => out.extend_from_slice(b"null"),
         Some(Value::StringValue(s)) => write_str(out, s),
         Some(Value::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Value::IntValue(i)) => out.extend_from_slice(i.to_string().as_bytes()),
+        Some(Value::IntValue(i)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes())
+        }
         // An index into a profiles string table: meaningless outside profiles; kept as a number.
-        Some(Value::StringValueStrindex(i)) => out.extend_from_slice(i.to_string().as_bytes()),
+        Some(Value::StringValueStrindex(i)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes())
+        }
         Some(Value::DoubleValue(d)) => write_f64(out, *d),
         Some(Value::BytesValue(b)) => write_str(out, &base64_encode(b)),
         Some(Value::ArrayValue(a)) => {
@@ -176,6 +236,66 @@ pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         .and_then(|kv| any(kv.value.as_ref()))
 }
 
+/// Appends attributes in OTLP/JSON form: `[{"key":k,"value":{"stringValue":...}},...]`.
+pub fn write_otlp_attributes<'a>(out: &mut Vec<u8>, attrs: impl Iterator<Item = &'a KeyValue>) {
+    out.push(b'[');
+    for (i, kv) in attrs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut entry = ObjectWriter::open(out);
+        entry.str("key", &kv.key);
+        write_otlp_value(entry.key("value"), any(kv.value.as_ref()));
+        entry.close();
+    }
+    out.push(b']');
+}
+
+/// Appends one `AnyValue` in OTLP/JSON form (int64 as a string, bytes as base64, an empty
+/// value as `{}`).
+pub fn write_otlp_value(out: &mut Vec<u8>, value: Option<&Value>) {
+    let mut obj = ObjectWriter::open(out);
+    match value {
+        None => {}
+        Some(Value::StringValue(s)) => obj.str("stringValue", s),
+        Some(Value::BoolValue(b)) => obj.raw("boolValue", if *b { "true" } else { "false" }),
+        Some(Value::IntValue(i)) => {
+            let out = obj.key("intValue");
+            out.push(b'"');
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.push(b'"');
+        }
+        Some(Value::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
+            Some(n) => obj.raw("doubleValue", &n.to_string()),
+            // OTLP/JSON spells non-finite doubles as strings.
+            None if d.is_nan() => obj.str("doubleValue", "NaN"),
+            None if *d > 0.0 => obj.str("doubleValue", "Infinity"),
+            None => obj.str("doubleValue", "-Infinity"),
+        },
+        Some(Value::BytesValue(b)) => obj.str("bytesValue", &base64_encode(b)),
+        Some(Value::ArrayValue(a)) => {
+            let mut arr = ObjectWriter::open(obj.key("arrayValue"));
+            let out = arr.key("values");
+            out.push(b'[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_otlp_value(out, v.value.as_ref());
+            }
+            out.push(b']');
+            arr.close();
+        }
+        Some(Value::KvlistValue(kv)) => {
+            let mut list = ObjectWriter::open(obj.key("kvlistValue"));
+            write_otlp_attributes(list.key("values"), kv.values.iter());
+            list.close();
+        }
+        Some(Value::StringValueStrindex(i)) => obj.int("stringValueStrindex", i64::from(*i)),
+    }
+    obj.close();
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -227,6 +347,87 @@ mod tests {
         assert_eq!(as_i64(Some(&Value::DoubleValue(3.5))), None);
         assert_eq!(as_f64(Some(&Value::IntValue(2))), Some(2.0));
         assert_eq!(as_f64(Some(&Value::StringValue("inf".into()))), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn write_str_matches_serde_json(s in ".{0,40}", tail in proptest::sample::select(vec!["", "\"", "\\", "\n", "\u{1}", "\u{7f}", "é\u{2028}"])) {
+            let s = format!("{s}{tail}");
+            let mut ours = Vec::new();
+            write_str(&mut ours, &s);
+            proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn otlp_values_round_trip_through_the_proto_json_decoder() {
+        let attrs = vec![
+            KeyValue {
+                key: "s".into(),
+                value: Some(s("a\"b")),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "i".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::IntValue(-9_007_199_254_740_993)),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "d".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::DoubleValue(0.25)),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "b".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::BytesValue(vec![1, 2, 255])),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "a".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            s("x"),
+                            AnyValue {
+                                value: Some(Value::BoolValue(false)),
+                            },
+                        ],
+                    })),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "kv".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: vec![KeyValue {
+                            key: "k".into(),
+                            value: Some(s("v")),
+                            ..Default::default()
+                        }],
+                    })),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "empty".into(),
+                value: None,
+                ..Default::default()
+            },
+        ];
+        let mut out = Vec::new();
+        write_otlp_attributes(&mut out, attrs.iter());
+        let back: Vec<KeyValue> = serde_json::from_slice(&out).unwrap();
+        let mut expected = attrs.clone();
+        // An absent value and an empty AnyValue are the same thing in OTLP/JSON.
+        expected[6].value = Some(AnyValue { value: None });
+        assert_eq!(back, expected);
     }
 
     #[test]
