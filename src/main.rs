@@ -1,6 +1,11 @@
 //! `dynamiq-sidecar` binary: parses the command line and hands over to [`dynamiq_sidecar::app`]
 //! or the offline tools. Exit status: 0 done, 1 runtime failure, 2 configuration error.
 
+/// mimalloc instead of glibc's malloc: ingest allocates and frees many short-lived buffers across
+/// threads, where glibc spent a quarter of the CPU under load (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -13,7 +13,9 @@ pub mod spans_to_runs;
 pub mod time;
 pub mod values;
 
-pub use spans_to_runs::{ConvertedSpans, SpanConvertOptions, convert_request, count_spans};
+pub use spans_to_runs::{
+    ConvertedSpans, SpanConvertOptions, convert_request, convert_request_with_prefix, count_spans,
+};
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,19 @@ pub fn convert_request(
     request: &ExportTraceServiceRequest,
     options: &SpanConvertOptions,
 ) -> ConvertedSpans {
+    convert_request_with_prefix(request, options, &[])
+}
+
+/// [`convert_request`], with every run's JSON preceded by `prefix` in its buffer (a buffer
+/// record's envelope header, so runs are written straight into records without a copy).
+pub fn convert_request_with_prefix(
+    request: &ExportTraceServiceRequest,
+    options: &SpanConvertOptions,
+    prefix: &[u8],
+) -> ConvertedSpans {
     let mut out = ConvertedSpans::default();
+    // Runs of one request are alike in size: the last one is the next one's capacity hint.
+    let mut size_hint = 2048;
     let mut reasons: Vec<String> = Vec::new();
     let mut tags = TagCache::default();
     for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
@@ -72,7 +84,10 @@ pub fn convert_request(
                     if !resource.shallow || !scope_shallow(scope_spans.scope.as_ref()) {
                         return Err(TOO_DEEP.to_owned());
                     }
-                    let run = span_to_run(
+                    let mut run = Vec::with_capacity(size_hint + size_hint / 4);
+                    run.extend_from_slice(prefix);
+                    span_to_run(
+                        &mut run,
                         &valid,
                         &mut tags,
                         &resource,
@@ -80,6 +95,7 @@ pub fn convert_request(
                         &scope,
                         scope_spans.schema_url.as_str(),
                     );
+                    size_hint = run.len();
                     Ok(run)
                 });
                 match run {
@@ -243,9 +259,17 @@ impl ResourceContext {
             .filter(|s| !s.is_empty())
             .unwrap_or(&options.default_source_id)
             .to_owned();
-        let json = resource
-            .and_then(|r| serde_json::to_string(r).ok())
-            .unwrap_or_else(|| "null".to_owned());
+        let mut json = Vec::new();
+        let mut obj = ObjectWriter::open(&mut json);
+        write_otlp_attributes(obj.key("attributes"), attrs.iter());
+        if let Some(n) = resource
+            .map(|r| r.dropped_attributes_count)
+            .filter(|n| *n != 0)
+        {
+            obj.int("droppedAttributesCount", i64::from(n));
+        }
+        obj.close();
+        let json = String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned());
         let shallow = attributes_within(attrs, MAX_VALUE_DEPTH);
         Self {
             source_id,
@@ -262,9 +286,27 @@ struct ScopeContext {
 
 impl ScopeContext {
     fn new(scope: Option<&InstrumentationScope>) -> Self {
-        let json = scope
-            .and_then(|s| serde_json::to_string(s).ok())
-            .unwrap_or_else(|| "null".to_owned());
+        let mut json = Vec::new();
+        let mut obj = ObjectWriter::open(&mut json);
+        if let Some(scope) = scope {
+            if !scope.name.is_empty() {
+                obj.str("name", &scope.name);
+            }
+            if !scope.version.is_empty() {
+                obj.str("version", &scope.version);
+            }
+            if !scope.attributes.is_empty() {
+                write_otlp_attributes(obj.key("attributes"), scope.attributes.iter());
+            }
+            if scope.dropped_attributes_count != 0 {
+                obj.int(
+                    "droppedAttributesCount",
+                    i64::from(scope.dropped_attributes_count),
+                );
+            }
+        }
+        obj.close();
+        let json = String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned());
         Self { json }
     }
 }
@@ -278,13 +320,14 @@ struct Lifted {
 }
 
 fn span_to_run(
+    out: &mut Vec<u8>,
     v: &ValidSpan<'_>,
     tags: &mut TagCache,
     resource: &ResourceContext,
     resource_schema: &str,
     scope: &ScopeContext,
     scope_schema: &str,
-) -> Vec<u8> {
+) {
     let span = v.span;
     let known = Known::scan(&span.attributes);
     let is_root = v.parent_span_id.is_none();
@@ -292,8 +335,7 @@ fn span_to_run(
     let status_code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
     let exception = span.events.iter().rev().find(|e| e.name == "exception");
 
-    let mut out = Vec::with_capacity(1024 + span.attributes.len() * 64);
-    let mut run = ObjectWriter::open(&mut out);
+    let mut run = ObjectWriter::open(out);
 
     match as_str(known.dq_run_id) {
         Some(id) => run.str("id", id),
@@ -423,10 +465,8 @@ fn span_to_run(
         Some(json) if json.starts_with('[') => run.raw("executions", json),
         _ => run.raw("executions", "[]"),
     }
-    let tags = run.key("tags");
-    write_tags(tags, &known);
+    write_tags(run.key("tags"), &known);
     run.close();
-    out
 }
 
 /// Marker: the attribute holds JSON text when it parses as JSON.
@@ -499,51 +539,76 @@ fn write_synthesised_metadata(
 
     write_usage(&mut meta, known);
 
+    // OTLP/JSON form; as in OTLP/JSON, fields at their default value are omitted.
     let mut otel = ObjectWriter::open(meta.key("otel"));
     otel.hex("traceId", &v.trace_id);
     otel.hex("spanId", &v.span_id);
-    otel.hex("parentSpanId", &span.parent_span_id);
-    otel.str("traceState", &span.trace_state);
-    otel.int("flags", i64::from(span.flags));
+    if !span.parent_span_id.is_empty() {
+        otel.hex("parentSpanId", &span.parent_span_id);
+    }
+    if !span.trace_state.is_empty() {
+        otel.str("traceState", &span.trace_state);
+    }
+    if span.flags != 0 {
+        otel.int("flags", i64::from(span.flags));
+    }
     otel.int("kind", i64::from(span.kind));
     otel.u64_string("startTimeUnixNano", span.start_time_unix_nano);
     otel.u64_string("endTimeUnixNano", span.end_time_unix_nano);
-    let mut status = ObjectWriter::open(otel.key("status"));
-    let (code, message) = span
+    if let Some(status) = span
         .status
         .as_ref()
-        .map(|s| (s.code, s.message.as_str()))
-        .unwrap_or((0, ""));
-    status.int("code", i64::from(code));
-    status.str("message", message);
-    status.close();
+        .filter(|s| s.code != 0 || !s.message.is_empty())
+    {
+        let mut st = ObjectWriter::open(otel.key("status"));
+        if status.code != 0 {
+            st.int("code", i64::from(status.code));
+        }
+        if !status.message.is_empty() {
+            st.str("message", &status.message);
+        }
+        st.close();
+    }
     let is_lifted = |kv: &&KeyValue| lifted.iter().flatten().any(|l| l.key == kv.key);
     write_otlp_attributes(
         otel.key("attributes"),
         span.attributes.iter().filter(|kv| !is_lifted(kv)),
     );
-    let mut lifted_obj = ObjectWriter::open(otel.key("lifted"));
-    for (field, l) in ["input", "output"].iter().zip(&lifted) {
-        if let Some(l) = l {
-            let mut entry = ObjectWriter::open(lifted_obj.key(field));
-            entry.str("key", l.key);
-            entry.str("form", l.form);
-            entry.close();
+    if lifted.iter().any(Option::is_some) {
+        let mut lifted_obj = ObjectWriter::open(otel.key("lifted"));
+        for (field, l) in ["input", "output"].iter().zip(&lifted) {
+            if let Some(l) = l {
+                let mut entry = ObjectWriter::open(lifted_obj.key(field));
+                entry.str("key", l.key);
+                entry.str("form", l.form);
+                entry.close();
+            }
+        }
+        lifted_obj.close();
+    }
+    if !span.events.is_empty() {
+        write_events(otel.key("events"), &span.events);
+    }
+    if !span.links.is_empty() {
+        write_links(otel.key("links"), &span.links);
+    }
+    for (key, n) in [
+        ("droppedAttributesCount", span.dropped_attributes_count),
+        ("droppedEventsCount", span.dropped_events_count),
+        ("droppedLinksCount", span.dropped_links_count),
+    ] {
+        if n != 0 {
+            otel.int(key, i64::from(n));
         }
     }
-    lifted_obj.close();
-    write_events(otel.key("events"), &span.events);
-    write_links(otel.key("links"), &span.links);
-    otel.int(
-        "droppedAttributesCount",
-        i64::from(span.dropped_attributes_count),
-    );
-    otel.int("droppedEventsCount", i64::from(span.dropped_events_count));
-    otel.int("droppedLinksCount", i64::from(span.dropped_links_count));
     otel.raw("resource", &resource.json);
-    otel.str("resourceSchemaUrl", resource_schema);
+    if !resource_schema.is_empty() {
+        otel.str("resourceSchemaUrl", resource_schema);
+    }
     otel.raw("scope", &scope.json);
-    otel.str("scopeSchemaUrl", scope_schema);
+    if !scope_schema.is_empty() {
+        otel.str("scopeSchemaUrl", scope_schema);
+    }
     otel.close();
 
     meta.close();

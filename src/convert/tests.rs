@@ -678,3 +678,12 @@ fn the_deepest_accepted_attributes_still_make_a_valid_run() {
     assert_eq!(converted.rejected_spans, 0, "{}", converted.error_message);
     assert_collector_valid(&converted.runs);
 }
+
+#[test]
+#[ignore]
+fn show_a_run() {
+    let c = convert_request(&pb(GENAI_PB), &SpanConvertOptions::default());
+    for r in c.runs.iter().take(3) {
+        println!("{} bytes: {}", r.len(), String::from_utf8_lossy(r));
+    }
+}

@@ -47,16 +47,25 @@ pub enum EnvelopeError {
 
 /// Encodes one run (its JSON bytes) with an optional client key.
 pub fn encode_run(run_json: &[u8], client_key: Option<&str>) -> Bytes {
+    let prefix = run_prefix(client_key);
+    let mut buf = BytesMut::with_capacity(prefix.len() + run_json.len());
+    buf.put_slice(&prefix);
+    buf.put_slice(run_json);
+    buf.freeze()
+}
+
+/// The bytes that precede the run JSON in a run record: `prefix ‖ run JSON` equals
+/// `encode_run(run JSON, client_key)`. Lets a producer write runs straight into records.
+pub fn run_prefix(client_key: Option<&str>) -> Vec<u8> {
     let key = client_key.unwrap_or("").as_bytes();
     let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
     let key = &key[..key_len as usize];
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + key.len() + run_json.len());
-    buf.put_u8(ENVELOPE_VERSION);
-    buf.put_u8(KIND_RUN);
-    buf.put_u16_le(key_len);
-    buf.put_slice(key);
-    buf.put_slice(run_json);
-    buf.freeze()
+    let mut prefix = Vec::with_capacity(HEADER_LEN + key.len());
+    prefix.push(ENVELOPE_VERSION);
+    prefix.push(KIND_RUN);
+    prefix.extend_from_slice(&key_len.to_le_bytes());
+    prefix.extend_from_slice(key);
+    prefix
 }
 
 /// Decodes a record payload produced by [`encode_run`]. Zero-copy: `run` shares `payload`.
@@ -102,6 +111,16 @@ mod tests {
         let e = decode(&encode_run(run, Some("client-key"))).unwrap();
         assert_eq!(e.run.as_ref(), run);
         assert_eq!(e.client_key.as_deref(), Some("client-key"));
+    }
+
+    #[test]
+    fn prefix_then_run_is_the_encoded_record() {
+        let run = br#"{"id":"a"}"#;
+        for key in [None, Some("k")] {
+            let mut record = run_prefix(key);
+            record.extend_from_slice(run);
+            assert_eq!(record, encode_run(run, key).as_ref());
+        }
     }
 
     #[test]

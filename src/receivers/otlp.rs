@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -67,20 +68,24 @@ pub async fn export(
     client_key: Option<&str>,
 ) -> Result<ExportOutcome, ApiError> {
     let total = convert::count_spans(&request);
+    // Runs are written straight into buffer records: envelope header first, then the JSON.
+    let prefix = envelope::run_prefix(client_key);
     let converted = if total > 256 {
         // Large requests convert off the async workers.
         let options = Arc::clone(&state.span_options);
-        tokio::task::spawn_blocking(move || convert::convert_request(&request, &options))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "span conversion failed",
-                )
-            })?
+        tokio::task::spawn_blocking(move || {
+            convert::convert_request_with_prefix(&request, &options, &prefix)
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "span conversion failed",
+            )
+        })?
     } else {
-        convert::convert_request(&request, &state.span_options)
+        convert::convert_request_with_prefix(&request, &state.span_options, &prefix)
     };
     let ConvertedSpans {
         runs,
@@ -89,10 +94,7 @@ pub async fn export(
     } = converted;
     let accepted_spans = runs.len() as u64;
     if !runs.is_empty() {
-        let payloads = runs
-            .iter()
-            .map(|run| envelope::encode_run(run, client_key))
-            .collect();
+        let payloads = runs.into_iter().map(Bytes::from).collect();
         super::traces::store(state, payloads).await?;
     }
     state.metrics.spans_accepted.inc_by(accepted_spans);
