@@ -90,3 +90,38 @@ pub fn segment_recovery_invariants(data: &[u8]) {
         buffer.close().await.expect("close");
     });
 }
+
+/// OTLP decoding and span → run conversion: the protobuf and the JSON decoder never panic on
+/// any bytes; for whatever decodes, every span is either converted or rejected (never both,
+/// never lost), and every run made passes the collector's validation within its depth limit.
+pub fn otlp_decode_invariants(data: &[u8]) {
+    use dynamiq_sidecar::convert::{SpanConvertOptions, convert_request, count_spans};
+    use dynamiq_sidecar::receivers::otlp::{OtlpEncoding, decode_request};
+    for encoding in [OtlpEncoding::Protobuf, OtlpEncoding::Json] {
+        let Ok(request) = decode_request(data, encoding) else {
+            continue;
+        };
+        let converted = convert_request(&request, &SpanConvertOptions::default());
+        assert_eq!(
+            converted.runs.len() as u64 + converted.rejected_spans,
+            count_spans(&request)
+        );
+        assert_eq!(
+            converted.rejected_spans > 0,
+            !converted.error_message.is_empty()
+        );
+        if converted.runs.is_empty() {
+            continue;
+        }
+        let mut body = b"{\"runs\":[".to_vec();
+        for (i, run) in converted.runs.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(run);
+        }
+        body.extend_from_slice(b"]}");
+        let batch = parse_batch(&body).expect("converted runs pass the collector's validation");
+        assert_eq!(batch.runs.len(), converted.runs.len());
+    }
+}

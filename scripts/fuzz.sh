@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(parse_batch envelope_decode segment_recovery)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(parse_batch envelope_decode segment_recovery otlp_decode)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${TARGETS[@]}"; do

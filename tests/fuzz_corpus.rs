@@ -49,3 +49,10 @@ fn the_envelope_corpus_holds_its_invariants() {
 fn the_segment_recovery_corpus_holds_its_invariants() {
     replay("segment_recovery", checks::segment_recovery_invariants);
 }
+
+/// Scenario: every kept OTLP input (the real fixtures first). Guarantees: no panic in either
+/// decoder; every span converted or rejected; every run valid.
+#[test]
+fn the_otlp_decode_corpus_holds_its_invariants() {
+    replay("otlp_decode", checks::otlp_decode_invariants);
+}
