@@ -1,21 +1,28 @@
 //! Conversion between the Dynamiq run tree and the OTLP span model (`shared/spec/CONVERSION.md`).
 //!
 //! Owns the id mapping ([`ids`]), the attribute conventions ([`semconv`]), timestamps
-//! ([`time`]) and the span → run direction ([`spans_to_runs`]).
+//! ([`time`]), the span → run direction ([`spans_to_runs`]) and the run → span direction
+//! ([`runs_to_spans`], reading runs through [`run_fields`]).
 //!
 //! Guarantees: conversion is pure and stateless (no clocks, no randomness, no lookups), so a
 //! re-sent span maps to the same run every time; it never panics on any decoded input; every run
 //! it produces is valid under CONTRACT §2.
 
 pub mod ids;
+pub mod run_fields;
+pub mod runs_to_spans;
 pub mod semconv;
 pub mod spans_to_runs;
 pub mod time;
 pub mod values;
 
+pub use runs_to_spans::{ConvertedRuns, RunConvertOptions, RunSpan, run_to_span, runs_to_request};
 pub use spans_to_runs::{
     ConvertedSpans, SpanConvertOptions, convert_request, convert_request_with_prefix, count_spans,
 };
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod round_trip_tests;

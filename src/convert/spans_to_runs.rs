@@ -86,15 +86,19 @@ pub fn convert_request_with_prefix(
                     }
                     let mut run = Vec::with_capacity(size_hint + size_hint / 4);
                     run.extend_from_slice(prefix);
-                    span_to_run(
-                        &mut run,
-                        &valid,
-                        &mut tags,
-                        &resource,
+                    let known = Known::scan(&valid.span.attributes);
+                    if known.dq_run_keys.is_some() && dynamiq_run(&mut run, &valid, &known) {
+                        size_hint = run.len();
+                        return Ok(run);
+                    }
+                    run.truncate(prefix.len());
+                    let origin = Origin {
+                        resource: &resource,
                         resource_schema,
-                        &scope,
-                        scope_spans.schema_url.as_str(),
-                    );
+                        scope: &scope,
+                        scope_schema: scope_spans.schema_url.as_str(),
+                    };
+                    span_to_run(&mut run, &valid, &known, &mut tags, &origin);
                     size_hint = run.len();
                     Ok(run)
                 });
@@ -311,6 +315,15 @@ impl ScopeContext {
     }
 }
 
+/// The resource and scope a span was sent under.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    resource: &'a ResourceContext,
+    resource_schema: &'a str,
+    scope: &'a ScopeContext,
+    scope_schema: &'a str,
+}
+
 /// Where a run's `input` or `output` came from, so the span can be rebuilt without keeping
 /// the (often large) attribute twice.
 struct Lifted {
@@ -322,14 +335,11 @@ struct Lifted {
 fn span_to_run(
     out: &mut Vec<u8>,
     v: &ValidSpan<'_>,
+    known: &Known<'_>,
     tags: &mut TagCache,
-    resource: &ResourceContext,
-    resource_schema: &str,
-    scope: &ScopeContext,
-    scope_schema: &str,
+    origin: &Origin<'_>,
 ) {
     let span = v.span;
-    let known = Known::scan(&span.attributes);
     let is_root = v.parent_span_id.is_none();
     let oi_kind = semconv::openinference_kind(as_str(known.oi_kind), as_str(known.genai_operation));
     let status_code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
@@ -364,7 +374,7 @@ fn span_to_run(
     }
     run.str(
         "source_id",
-        as_str(known.dq_source_id).unwrap_or(&resource.source_id),
+        as_str(known.dq_source_id).unwrap_or(&origin.resource.source_id),
     );
     let session = as_str(known.dq_session_id)
         .or_else(|| as_str(known.session_id))
@@ -424,17 +434,7 @@ fn span_to_run(
         Some(json) if json.starts_with('{') => run.raw("metadata", json),
         _ => {
             let meta = run.key("metadata");
-            write_synthesised_metadata(
-                meta,
-                v,
-                &known,
-                oi_kind,
-                [input, output],
-                resource,
-                resource_schema,
-                scope,
-                scope_schema,
-            );
+            write_synthesised_metadata(meta, v, known, oi_kind, [input, output], origin);
         }
     }
 
@@ -465,8 +465,95 @@ fn span_to_run(
         Some(json) if json.starts_with('[') => run.raw("executions", json),
         _ => run.raw("executions", "[]"),
     }
-    write_tags(run.key("tags"), &known);
+    write_tags(run.key("tags"), known);
     run.close();
+}
+
+/// Rebuilds the exact run a Dynamiq run → span conversion started from (the span carries
+/// `dynamiq.run.keys`; see [`super::runs_to_spans`] for the carriers). Returns `false`, with
+/// `out` in an unspecified state past its starting length, when the span is not such a span or
+/// its carriers do not make a valid run; the caller then converts it as a foreign span.
+fn dynamiq_run(out: &mut Vec<u8>, v: &ValidSpan<'_>, known: &Known<'_>) -> bool {
+    let span = v.span;
+    let Some(Value::ArrayValue(keys)) = known.dq_run_keys else {
+        return false;
+    };
+    let extra = as_str(known.dq_run_extra)
+        .and_then(|e| super::run_fields::RunFields::parse(e.as_bytes()).ok());
+    let start = out.len();
+    let mut run = ObjectWriter::open(out);
+    let raw_or_null = |run: &mut ObjectWriter<'_>, key: &str, v: Option<&Value>| match as_str(v)
+        .and_then(json_text)
+    {
+        Some(json) => run.raw(key, json),
+        None => run.null(key),
+    };
+    let str_or_null = |run: &mut ObjectWriter<'_>, key: &str, v: Option<&Value>| match as_str(v) {
+        Some(text) => run.str(key, text),
+        None => run.null(key),
+    };
+    for key in &keys.values {
+        let Some(Value::StringValue(key)) = key.value.as_ref() else {
+            return false;
+        };
+        if let Some(raw) = extra.as_ref().and_then(|e| e.get(key)) {
+            run.raw(key, raw.get());
+            continue;
+        }
+        match key.as_str() {
+            "id" => str_or_null(&mut run, key, known.dq_run_id),
+            "name" => run.str(key, &span.name),
+            "type" => str_or_null(&mut run, key, known.dq_run_type),
+            "trace_id" => str_or_null(&mut run, key, known.dq_trace_id),
+            "source_id" => str_or_null(&mut run, key, known.dq_source_id),
+            "session_id" => str_or_null(&mut run, key, known.dq_session_id),
+            "parent_run_id" => str_or_null(&mut run, key, known.dq_parent_run_id),
+            "status" => match as_str(known.dq_run_status) {
+                Some("") | None => run.null(key),
+                Some(status) => run.str(key, status),
+            },
+            "start_time" => match as_str(known.dq_start_time) {
+                Some(t) => run.str(key, t),
+                None => write_ns(run.key(key), span.start_time_unix_nano),
+            },
+            "end_time" => match as_str(known.dq_end_time) {
+                _ if as_bool(known.dq_end_time_missing) == Some(true) => run.null(key),
+                Some(t) => run.str(key, t),
+                None => write_ns(run.key(key), span.end_time_unix_nano),
+            },
+            "input" => {
+                lift_io(
+                    run.key(key),
+                    &[("input.value", known.input_value, as_str(known.input_mime))],
+                );
+            }
+            "output" => {
+                lift_io(
+                    run.key(key),
+                    &[(
+                        "output.value",
+                        known.output_value,
+                        as_str(known.output_mime),
+                    )],
+                );
+            }
+            "metadata" => raw_or_null(&mut run, key, known.dq_metadata),
+            "error" => raw_or_null(&mut run, key, known.dq_error),
+            "executions" => raw_or_null(&mut run, key, known.dq_executions),
+            "tags" => match known.tag_tags {
+                Some(v @ Value::ArrayValue(_)) => write_plain(run.key(key), Some(v)),
+                _ => run.null(key),
+            },
+            _ => run.null(key),
+        }
+    }
+    run.close();
+    // Carriers come from the network: only a run the collector would accept is kept.
+    let mut body = Vec::with_capacity(out.len() - start + 12);
+    body.extend_from_slice(b"{\"runs\":[");
+    body.extend_from_slice(&out[start..]);
+    body.extend_from_slice(b"]}");
+    crate::model::parse_batch(&body).is_ok()
 }
 
 /// Marker: the attribute holds JSON text when it parses as JSON.
@@ -497,19 +584,21 @@ fn lift_io(
     None
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_synthesised_metadata(
     out: &mut Vec<u8>,
     v: &ValidSpan<'_>,
     known: &Known<'_>,
     oi_kind: &str,
     lifted: [Option<Lifted>; 2],
-    resource: &ResourceContext,
-    resource_schema: &str,
-    scope: &ScopeContext,
-    scope_schema: &str,
+    origin: &Origin<'_>,
 ) {
     let span = v.span;
+    let Origin {
+        resource,
+        resource_schema,
+        scope,
+        scope_schema,
+    } = *origin;
     let mut meta = ObjectWriter::open(out);
 
     let mut node = ObjectWriter::open(meta.key("node"));
