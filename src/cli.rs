@@ -32,6 +32,23 @@ pub enum Command {
         #[command(subcommand)]
         command: BufferCommand,
     },
+    /// Convert a file between Dynamiq runs and OTLP (JSON or protobuf), as the sidecar would.
+    Convert(ConvertArgs),
+}
+
+/// `convert`: formats and files.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Format of IN.
+    #[arg(long, value_enum)]
+    pub from: crate::convert::files::FileFormat,
+    /// Format of OUT.
+    #[arg(long, value_enum)]
+    pub to: crate::convert::files::FileFormat,
+    /// Input file (`-` for standard input).
+    pub input: std::path::PathBuf,
+    /// Output file (`-` for standard output).
+    pub output: std::path::PathBuf,
 }
 
 /// Buffer tools.

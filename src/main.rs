@@ -52,7 +52,48 @@ fn main() -> ExitCode {
             Err(e) => config_error(e),
         },
         Command::Buffer { command } => buffer_tool(command),
+        Command::Convert(args) => convert(&args),
     }
+}
+
+fn convert(args: &cli::ConvertArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let is_stdio = |p: &std::path::Path| p.as_os_str() == "-";
+    let input = if is_stdio(&args.input) {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+    } else {
+        std::fs::read(&args.input)
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.input.display());
+            return ExitCode::from(1);
+        }
+    };
+    let (output, report) =
+        match dynamiq_sidecar::convert::files::convert_file(&input, args.from, args.to) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.input.display());
+                return ExitCode::from(1);
+            }
+        };
+    let written = if is_stdio(&args.output) {
+        std::io::stdout().lock().write_all(&output)
+    } else {
+        std::fs::write(&args.output, &output)
+    };
+    if let Err(e) = written {
+        eprintln!("error: cannot write {}: {e}", args.output.display());
+        return ExitCode::from(1);
+    }
+    for problem in &report.problems {
+        eprintln!("warning: {problem}");
+    }
+    eprintln!("converted {} of {} item(s)", report.written, report.read);
+    ExitCode::SUCCESS
 }
 
 fn config_error(e: dynamiq_sidecar::config::ConfigError) -> ExitCode {

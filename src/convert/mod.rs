@@ -8,6 +8,7 @@
 //! re-sent span maps to the same run every time; it never panics on any decoded input; every run
 //! it produces is valid under CONTRACT §2.
 
+pub mod files;
 pub mod ids;
 pub mod run_fields;
 pub mod runs_to_spans;

@@ -108,15 +108,16 @@ pub fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
 
-/// The parts of `metadata` that span attributes derive from.
+/// The parts of `metadata` that span attributes derive from, read in one pass (a `node` or
+/// `usage` that is not an object makes the whole view empty).
 #[derive(Deserialize, Default)]
 pub struct MetadataView<'a> {
     /// `metadata.node`.
     #[serde(borrow, default)]
-    pub node: Option<&'a RawValue>,
+    pub node: Option<NodeView<'a>>,
     /// `metadata.usage`.
     #[serde(borrow, default)]
-    pub usage: Option<&'a RawValue>,
+    pub usage: Option<UsageView<'a>>,
     /// `metadata.otel`: the envelope of a run made from a foreign span.
     #[serde(borrow, default)]
     pub otel: Option<&'a RawValue>,
@@ -202,14 +203,18 @@ mod tests {
 
     #[test]
     fn views_are_lenient() {
-        let meta: MetadataView<'_> =
-            serde_json::from_str(r#"{"node":{"group":"llms","model":7,"x":[1]},"usage":"?"}"#)
-                .unwrap();
-        let node: NodeView<'_> = view(meta.node);
+        let meta: MetadataView<'_> = serde_json::from_str(
+            r#"{"node":{"group":"llms","model":7,"x":[1]},"usage":{"prompt_tokens":"?"}}"#,
+        )
+        .unwrap();
+        let node = meta.node.unwrap();
         assert_eq!(raw_str(node.group.unwrap()).as_deref(), Some("llms"));
         assert_eq!(raw_str(node.model.unwrap()), None);
-        let usage: UsageView<'_> = view(meta.usage);
-        assert!(usage.prompt_tokens.is_none());
+        assert_eq!(raw_i64(meta.usage.unwrap().prompt_tokens.unwrap()), None);
+        let odd: MetadataView<'_> = view(Some(
+            serde_json::from_str::<&RawValue>(r#"{"node":"not an object"}"#).unwrap(),
+        ));
+        assert!(odd.node.is_none());
         let raw = |s: &str| serde_json::from_str::<&RawValue>(s).unwrap().to_owned();
         assert_eq!(raw_i64(&raw("12")), Some(12));
         assert_eq!(raw_i64(&raw("12.0")), Some(12));

@@ -352,7 +352,8 @@ fn dynamiq_span(
     }
 
     // Derived attributes for the tools users already run.
-    let node: NodeView<'_> = view(meta.node);
+    let empty_node = NodeView::default();
+    let node = meta.node.as_ref().unwrap_or(&empty_node);
     let group = node.group.and_then(raw_str);
     let (oi_kind, operation, kind) = kinds(run_type.as_deref(), group.as_deref());
     span.kind = kind as i32;
@@ -369,8 +370,10 @@ fn dynamiq_span(
             attrs.push(kv(k, s(span.name.as_str())));
         }
     }
-    derive_model(&mut attrs, &node);
-    derive_usage(&mut attrs, &view(meta.usage));
+    derive_model(&mut attrs, node);
+    if let Some(usage) = &meta.usage {
+        derive_usage(&mut attrs, usage);
+    }
 
     if status.as_deref() == Some("failed") {
         let (message, traceback) = error_parts(error);
