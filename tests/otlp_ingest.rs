@@ -317,3 +317,47 @@ fn otlp_grpc_requires_the_inbound_token_when_one_is_set() {
     });
     wait_for_runs(&collector, span_count(&pb));
 }
+
+#[test]
+fn passthrough_mode_forwards_each_otlp_clients_own_key() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .no_access_key()
+        .set("upstream.auth_mode", "passthrough")
+        .start();
+    let pb = ExportTraceServiceRequest::decode(GENAI_PB).unwrap();
+    let r = post(
+        &sidecar,
+        "application/x-protobuf",
+        &[("Authorization", "Bearer http-client-key")],
+        GENAI_PB,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Without a key there is nothing to forward with: 401, in the request's encoding.
+    let r = post(&sidecar, "application/x-protobuf", &[], GENAI_PB);
+    assert_eq!(r.status, 401);
+    runtime().block_on(async {
+        let mut client = grpc_client(&sidecar).await;
+        let status = client.export(pb.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(pb.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer grpc-client-key".parse().unwrap());
+        client.export(request).await.unwrap();
+    });
+    wait_for_runs(&collector, 2 * span_count(&pb));
+    let keys: std::collections::BTreeSet<String> = collector
+        .trace_requests()
+        .iter()
+        .filter_map(|r| r.authorization().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        keys,
+        ["Bearer grpc-client-key", "Bearer http-client-key"]
+            .map(String::from)
+            .into()
+    );
+    let logs = sidecar.logs();
+    assert!(!logs.contains("http-client-key") && !logs.contains("grpc-client-key"));
+}
