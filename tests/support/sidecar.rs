@@ -191,6 +191,17 @@ level = "dynamiq_sidecar=debug,info"
         .parse()
         .expect("generated config is TOML");
         merge_tables(&mut config, self.overrides);
+        // The listeners may have been overridden (e.g. a port chosen before the sidecar starts).
+        let addr_of = |key: &str, default: SocketAddr| {
+            config
+                .get("ingest")
+                .and_then(|i| i.get(key))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let http_addr = addr_of("http_addr", http_addr);
+        let grpc_addr = addr_of("grpc_addr", grpc_addr);
         let config_path = dir.path().join("config.toml");
         std::fs::write(
             &config_path,
