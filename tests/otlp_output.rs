@@ -69,18 +69,16 @@ fn runs_are_exported_over_otlp_grpc_and_round_trip_exactly() {
     let b_collector = MockCollector::start();
     let b = Sidecar::builder(&b_collector.url()).access_key(KEY).start();
     let a_collector = MockCollector::start();
-    let _a = {
-        let a = Sidecar::builder(&a_collector.url())
-            .access_key(KEY)
-            .set("outputs.otlp.endpoint", format!("http://{}", b.grpc_addr()))
-            .set("outputs.otlp.protocol", "grpc")
-            .set("outputs.otlp.headers.x-test-header", "header-secret-value")
-            .start();
-        assert_eq!(a.post_batch(&fixture()).status, 200);
-        assert_round_trip(&a_collector, &b_collector);
-        assert!(!a.logs().contains("header-secret-value"));
-        a
-    };
+    let a = Sidecar::builder(&a_collector.url())
+        .access_key(KEY)
+        .set("outputs.otlp.endpoint", format!("http://{}", b.grpc_addr()))
+        .set("outputs.otlp.protocol", "grpc")
+        .set("outputs.otlp.headers.x-test-header", "header-secret-value")
+        .start();
+    assert_eq!(a.post_batch(&fixture()).status, 200);
+    assert_round_trip(&a_collector, &b_collector);
+    assert!(!a.logs().contains("header-secret-value"));
+    assert!(!a.logs().contains(KEY));
 }
 
 #[test]
@@ -143,4 +141,47 @@ fn permanent_otlp_rejections_are_counted_and_skipped() {
         requests[0].header("content-type"),
         Some("application/x-protobuf")
     );
+}
+
+#[test]
+fn otel_environment_overrides_the_section_but_never_enables_the_output_alone() {
+    let otlp = MockCollector::start();
+    // Without [outputs.otlp], the application's own OTEL settings do not turn the output on.
+    let a_collector = MockCollector::start();
+    let a = Sidecar::builder(&a_collector.url())
+        .access_key(KEY)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.url())
+        .start();
+    assert_eq!(a.post_batch(&fixture()).status, 200);
+    wait_until("delivery to A's Dynamiq collector", WAIT, || {
+        a_collector.accepted_runs().len() >= 6
+    });
+    assert!(!a.metrics().contains("otlp_output"));
+    assert!(otlp.requests().is_empty());
+    drop(a);
+
+    // With the section, the variable overrides its endpoint (and the headers variable adds
+    // headers, never logged).
+    let a_collector = MockCollector::start();
+    let a = Sidecar::builder(&a_collector.url())
+        .access_key(KEY)
+        .set(
+            "outputs.otlp.endpoint",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.url())
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-api-key=otlp-secret%2Dvalue",
+        )
+        .start();
+    assert_eq!(a.post_batch(&fixture()).status, 200);
+    wait_until(
+        "an export to the OTLP endpoint from the environment",
+        WAIT,
+        || !otlp.trace_requests().is_empty(),
+    );
+    let request = &otlp.trace_requests()[0];
+    assert_eq!(request.header("x-api-key"), Some("otlp-secret-value"));
+    assert!(!a.logs().contains("otlp-secret-value"));
 }

@@ -26,7 +26,7 @@
 //! ```
 //!
 //! The access key goes in the environment (`DYNAMIQ_ACCESS_KEY`); inherited `DYNAMIQ_SIDECAR_*`,
-//! `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot change the test. Stdout and
+//! `OTEL_EXPORTER_OTLP_*`, `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot change the test. Stdout and
 //! stderr go (appended, across restarts) to `<tempdir>/stdout.log` and `<tempdir>/stderr.log`.
 //! On drop the process is killed; when the test is panicking the temp dir is kept and the log
 //! tail printed.
@@ -327,7 +327,11 @@ impl Sidecar {
             .stderr(Stdio::from(self.log_file("stderr.log")));
         for (key, _) in std::env::vars_os() {
             let k = key.to_string_lossy();
-            if k.starts_with("DYNAMIQ_SIDECAR_") || k == "DYNAMIQ_ACCESS_KEY" || k == "RUST_LOG" {
+            if k.starts_with("DYNAMIQ_SIDECAR_")
+                || k.starts_with("OTEL_EXPORTER_OTLP_")
+                || k == "DYNAMIQ_ACCESS_KEY"
+                || k == "RUST_LOG"
+            {
                 cmd.env_remove(&key);
             }
         }
