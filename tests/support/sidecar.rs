@@ -26,7 +26,8 @@
 //! ```
 //!
 //! The access key goes in the environment (`DYNAMIQ_ACCESS_KEY`); inherited `DYNAMIQ_SIDECAR_*`,
-//! `OTEL_EXPORTER_OTLP_*`, `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot change the test. Stdout and
+//! `OTEL_EXPORTER_OTLP_*`, `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot
+//! change the test. Stdout and
 //! stderr go (appended, across restarts) to `<tempdir>/stdout.log` and `<tempdir>/stderr.log`.
 //! On drop the process is killed; when the test is panicking the temp dir is kept and the log
 //! tail printed.
