@@ -1,12 +1,14 @@
 //! Builds the pipeline from a validated [`Config`], owns its tasks, and shuts it down in order.
 //!
-//! Start-up order: key → buffer (recovery) → dead-letter store → forwarder → listener. If any
+//! Start-up order: key → buffer (recovery) → dead-letter store → forwarder (and the OTLP output
+//! when `[outputs.otlp]` is configured) → listener. If any
 //! step fails the process exits with an error naming what failed (a config key, a path, an
 //! address) before it accepts anything.
 //!
 //! Shutdown order (SIGTERM, SIGINT, or the caller's token): stop accepting connections and let
 //! in-flight requests finish (each is acknowledged only after its batch is buffered) → let the
-//! forwarder drain the buffer for up to `shutdown.drain_timeout` → stop it (whatever is left
+//! forwarder (and the OTLP output, concurrently) drain the buffer for up to
+//! `shutdown.drain_timeout` → stop them (whatever is left
 //! stays on disk, delivered after the next start) → flush and close the buffer.
 
 use std::path::Path;
@@ -26,6 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::convert::SpanConvertOptions;
 use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::forward::{ForwardError, Forwarder};
+use crate::outputs::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
 use crate::receivers::auth::InboundAuth;
 use crate::receivers::error::ApiError;
 use crate::receivers::http::{ServeLimits, serve};
@@ -51,6 +54,9 @@ pub enum AppError {
     /// The HTTP client could not be built.
     #[error("{0}")]
     Forward(#[from] ForwardError),
+    /// The OTLP output could not be built.
+    #[error("{0}")]
+    OtlpOutput(#[from] OtlpOutputError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
@@ -131,7 +137,14 @@ pub async fn run_with(
         );
     }
 
-    let (buffer, report) = Buffer::open(&config.buffer, &[DYNAMIQ_CONSUMER], &mut registry)?;
+    // The OTLP output reads the same buffer through its own cursor: segments are kept until
+    // both consumers acknowledged them.
+    let consumers: &[&str] = if config.outputs.otlp.is_some() {
+        &[DYNAMIQ_CONSUMER, OTLP_CONSUMER]
+    } else {
+        &[DYNAMIQ_CONSUMER]
+    };
+    let (buffer, report) = Buffer::open(&config.buffer, consumers, &mut registry)?;
     if report.corrupt_records > 0 {
         tracing::warn!(
             corrupt_records = report.corrupt_records,
@@ -149,6 +162,14 @@ pub async fn run_with(
         readiness.clone(),
         &mut registry,
     )?;
+    let otlp_output = match &config.outputs.otlp {
+        Some(otlp) => Some(OtlpOutput::new(
+            otlp,
+            buffer.reader(OTLP_CONSUMER),
+            &mut registry,
+        )?),
+        None => None,
+    };
     let ingest = IngestState {
         buffer: buffer.clone(),
         auth: inbound,
@@ -177,6 +198,9 @@ pub async fn run_with(
     let drain = CancellationToken::new();
     key.spawn_reloader(stop_forwarder.clone());
     let forwarder_task = tokio::spawn(forwarder.run(drain.clone(), stop_forwarder.clone()));
+    let stop_otlp = CancellationToken::new();
+    let otlp_task =
+        otlp_output.map(|output| tokio::spawn(output.run(drain.clone(), stop_otlp.clone())));
     let latch_task = tokio::spawn(refresh_buffer_latch(
         buffer.clone(),
         readiness.clone(),
@@ -214,8 +238,26 @@ pub async fn run_with(
         "stopped accepting; draining the buffer to the collector"
     );
     drain.cancel();
+    let drain_deadline = tokio::time::Instant::now() + config.shutdown.drain_timeout;
+    // The OTLP output drains concurrently, within the same deadline.
+    let otlp_stopped = otlp_task.map(|task| {
+        let stop_otlp = stop_otlp.clone();
+        tokio::spawn(async move {
+            let mut task = task;
+            match tokio::time::timeout_at(drain_deadline, &mut task).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::info!(
+                        "drain timeout reached for the OTLP output; the rest stays in the buffer"
+                    );
+                    stop_otlp.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+                }
+            }
+        })
+    });
     let mut forwarder_task = forwarder_task;
-    match tokio::time::timeout(config.shutdown.drain_timeout, &mut forwarder_task).await {
+    match tokio::time::timeout_at(drain_deadline, &mut forwarder_task).await {
         Ok(_) => tracing::info!("buffer drained"),
         Err(_) => {
             tracing::info!(
@@ -226,6 +268,10 @@ pub async fn run_with(
         }
     }
     stop_forwarder.cancel();
+    if let Some(otlp_stopped) = otlp_stopped {
+        let _ = otlp_stopped.await;
+    }
+    stop_otlp.cancel();
     let _ = latch_task.await;
     buffer.close().await?;
     tracing::info!("dynamiq-sidecar stopped");

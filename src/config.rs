@@ -43,9 +43,193 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
-    /// Additional outputs (OTLP fan-out). Not available in this version.
+    /// Additional outputs (OTLP fan-out).
+    #[serde(skip_serializing_if = "OutputsConfig::is_empty")]
+    pub outputs: OutputsConfig,
+}
+
+/// `[outputs]`: optional outputs besides the Dynamiq collector.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsConfig {
+    /// `[outputs.otlp]`: every run is also exported as an OTLP span. Absent = no OTLP output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outputs: Option<toml::Table>,
+    pub otlp: Option<OtlpOutputConfig>,
+}
+
+impl OutputsConfig {
+    /// True when no output is configured.
+    pub fn is_empty(&self) -> bool {
+        self.otlp.is_none()
+    }
+}
+
+/// OTLP transport of the OTLP output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (`POST {endpoint}/v1/traces`).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/gRPC (`TraceService/Export`).
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+impl OtlpProtocol {
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "grpc" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+}
+
+/// Extra request headers of the OTLP output. Values may carry API keys: `Debug` and `Serialize`
+/// (hence `check-config`) show only the names.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct OtlpHeaders(pub std::collections::BTreeMap<String, String>);
+
+impl fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[redacted]")))
+            .finish()
+    }
+}
+
+impl Serialize for OtlpHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for k in self.0.keys() {
+            map.serialize_entry(k, "[redacted]")?;
+        }
+        map.end()
+    }
+}
+
+/// `[outputs.otlp]`: the OTLP output (CONTRACT §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpOutputConfig {
+    /// Where spans go. For `http/protobuf`, `/v1/traces` is appended unless the URL already has
+    /// a path; for `grpc`, the scheme, host and port are used.
+    pub endpoint: String,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: OtlpProtocol,
+    /// Extra headers (HTTP) or metadata (gRPC) sent with every request, e.g. an API key.
+    pub headers: OtlpHeaders,
+    /// Whole-request timeout (a timeout is retried).
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// `service.name` of the resource the runs are exported under.
+    pub service_name: String,
+    /// Most spans (runs) in one export request.
+    pub max_spans: usize,
+    /// Longest a request that is not full waits for more runs.
+    #[serde(with = "duration_str")]
+    pub max_delay: Duration,
+}
+
+impl Default for OtlpOutputConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4318".into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: OtlpHeaders::default(),
+            timeout: Duration::from_secs(10),
+            service_name: "dynamiq".into(),
+            max_spans: 512,
+            max_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL; `/v1/traces` is appended for `http/protobuf`.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is.
+pub const OTEL_TRACES_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` or `grpc`.
+pub const OTEL_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `k=v,k2=v2`, URL-encoded.
+pub const OTEL_HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+
+/// Applies the standard `OTEL_EXPORTER_OTLP_*` variables to an OTLP output that the file
+/// configured. They never enable the output by themselves (the application may set them for
+/// its own telemetry). Returns the keys set with their variables.
+fn apply_otel_env(
+    otlp: &mut OtlpOutputConfig,
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let get = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut set = Vec::new();
+    if let Some(value) = get(OTEL_PROTOCOL_ENV) {
+        otlp.protocol = OtlpProtocol::parse(&value).ok_or_else(|| ConfigError {
+            origin: Some(format!("env {OTEL_PROTOCOL_ENV}")),
+            key: "outputs.otlp.protocol".into(),
+            message: format!("must be \"http/protobuf\" or \"grpc\", got {value:?}"),
+        })?;
+        set.push(("outputs.otlp.protocol".into(), OTEL_PROTOCOL_ENV.into()));
+    }
+    if let Some(value) = get(OTEL_TRACES_ENDPOINT_ENV) {
+        otlp.endpoint = value;
+        set.push((
+            "outputs.otlp.endpoint".into(),
+            OTEL_TRACES_ENDPOINT_ENV.into(),
+        ));
+    } else if let Some(value) = get(OTEL_ENDPOINT_ENV) {
+        otlp.endpoint = match otlp.protocol {
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", value.trim_end_matches('/')),
+            OtlpProtocol::Grpc => value,
+        };
+        set.push(("outputs.otlp.endpoint".into(), OTEL_ENDPOINT_ENV.into()));
+    }
+    if let Some(value) = get(OTEL_HEADERS_ENV) {
+        for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
+            let bad = |what: &str| ConfigError {
+                origin: Some(format!("env {OTEL_HEADERS_ENV}")),
+                key: "outputs.otlp.headers".into(),
+                // Never the value: it may be an API key.
+                message: format!("{what}; expected comma-separated key=value pairs"),
+            };
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad("an entry has no '='"))?;
+            let k = percent_decode(k.trim()).ok_or_else(|| bad("invalid percent-encoding"))?;
+            let v = percent_decode(v.trim()).ok_or_else(|| bad("invalid percent-encoding"))?;
+            if k.is_empty() {
+                return Err(bad("an entry has an empty name"));
+            }
+            otlp.headers.0.insert(k, v);
+        }
+        set.push(("outputs.otlp.headers".into(), OTEL_HEADERS_ENV.into()));
+    }
+    Ok(set)
+}
+
+/// Decodes `%XX` escapes (UTF-8); `None` on a bad escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `[ingest]`: where the sidecar listens and what it accepts.
@@ -405,7 +589,7 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let token_in_env = env.iter().any(|(k, _)| k == INGEST_TOKEN_ENV);
         let mut table: toml::Table = toml::from_str(text).unwrap_or_default();
-        let env_keys = apply_env_overrides(&mut table, env)?;
+        let env_keys = apply_env_overrides(&mut table, env.clone())?;
         if !env_keys.is_empty() {
             config = toml::Value::Table(table)
                 .try_into()
@@ -417,6 +601,10 @@ impl Config {
                         message: e.message().trim().to_string(),
                     }
                 })?;
+        }
+        let mut env_keys = env_keys;
+        if let Some(otlp) = config.outputs.otlp.as_mut() {
+            env_keys.extend(apply_otel_env(otlp, &env)?);
         }
         let source = Source {
             file,
@@ -433,12 +621,48 @@ impl Config {
             key: key.to_string(),
             message,
         };
-        if self.outputs.is_some() {
-            return Err(err(
-                "outputs.otlp",
-                "the OTLP output is not available in this version; remove the [outputs] section"
-                    .into(),
-            ));
+        if let Some(otlp) = &self.outputs.otlp {
+            let key = "outputs.otlp.endpoint";
+            let url = &otlp.endpoint;
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| err(key, format!("not a valid URL ({e}): {url:?}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(err(
+                    key,
+                    format!("must be an http:// or https:// URL with a host, got {url:?}"),
+                ));
+            }
+            for name in otlp.headers.0.keys() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(err(
+                        "outputs.otlp.headers",
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                }
+            }
+            if let Some((name, _)) = otlp
+                .headers
+                .0
+                .iter()
+                .find(|(_, v)| http::HeaderValue::from_str(v).is_err())
+            {
+                return Err(err(
+                    "outputs.otlp.headers",
+                    format!("the value of {name:?} cannot be sent in a header"),
+                ));
+            }
+            if otlp.timeout.is_zero() {
+                return Err(err("outputs.otlp.timeout", "must be greater than 0".into()));
+            }
+            if otlp.service_name.trim().is_empty() {
+                return Err(err("outputs.otlp.service_name", "must not be empty".into()));
+            }
+            if otlp.max_spans == 0 {
+                return Err(err(
+                    "outputs.otlp.max_spans",
+                    "must be greater than 0".into(),
+                ));
+            }
         }
         if self.ingest.max_body_bytes == 0 {
             return Err(err(
@@ -810,5 +1034,129 @@ mod tests {
         let c = load("", &[("DYNAMIQ_ACCESS_KEY", "sk-secret-123")]).unwrap();
         assert!(!c.to_toml().contains("sk-secret-123"));
         assert!(!format!("{c:?}").contains("sk-secret-123"));
+    }
+
+    #[test]
+    fn no_outputs_section_means_no_otlp_output_even_with_otel_env() {
+        let c = load(
+            "",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+        )
+        .unwrap();
+        assert!(c.outputs.otlp.is_none());
+        assert!(!c.to_toml().contains("outputs"));
+    }
+
+    #[test]
+    fn otlp_output_section_parses_with_defaults() {
+        let c = load("[outputs.otlp]\n", &[]).unwrap();
+        let o = c.outputs.otlp.unwrap();
+        assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(o.service_name, "dynamiq");
+        assert_eq!(o.max_spans, 512);
+        assert_eq!(o.max_delay, Duration::from_millis(200));
+        assert!(o.headers.0.is_empty());
+
+        let c = load(
+            "[outputs.otlp]\nendpoint = \"http://tempo:4317\"\nprotocol = \"grpc\"\ntimeout = \"3s\"\nservice_name = \"svc\"\nmax_spans = 10\nmax_delay = \"1s\"\n[outputs.otlp.headers]\nx-api-key = \"secret-value-1\"\n",
+            &[],
+        )
+        .unwrap();
+        let o = c.outputs.otlp.as_ref().unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
+        assert_eq!(o.timeout, Duration::from_secs(3));
+        assert_eq!(o.max_spans, 10);
+        assert_eq!(o.headers.0["x-api-key"], "secret-value-1");
+        // Header values never show in check-config or Debug.
+        assert!(!c.to_toml().contains("secret-value-1"), "{}", c.to_toml());
+        assert!(c.to_toml().contains("x-api-key"));
+        assert!(!format!("{c:?}").contains("secret-value-1"));
+    }
+
+    #[test]
+    fn otlp_output_errors_name_the_key_and_line() {
+        let e = load("[outputs.otlp]\nprotocol = \"http/json\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.protocol");
+        assert_eq!(e.origin.as_deref(), Some("test.toml:2"));
+        let e = load("[outputs.otlp]\nendpont = \"x\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.endpont");
+        let e = load("[outputs.otlp]\n\nendpoint = \"ftp://x\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.endpoint");
+        assert_eq!(e.origin.as_deref(), Some("test.toml:3"));
+        let e = load("[outputs.otlp]\nmax_spans = 0\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.max_spans");
+        let e = load("[outputs.otlp.headers]\n\"bad name\" = \"v\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.headers");
+        let e = load("[outputs]\nkafka = 1\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.kafka");
+    }
+
+    #[test]
+    fn otel_env_overrides_the_otlp_output() {
+        let text = "[outputs.otlp]\nendpoint = \"http://file:4318\"\n[outputs.otlp.headers]\na = \"file\"\nb = \"file\"\n";
+        let c = load(
+            text,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318/"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=x%3Dy%2Cz, c = 3"),
+            ],
+        )
+        .unwrap();
+        let o = c.outputs.otlp.unwrap();
+        assert_eq!(o.endpoint, "http://env:4318/v1/traces");
+        assert_eq!(o.headers.0["a"], "x=y,z");
+        assert_eq!(o.headers.0["b"], "file");
+        assert_eq!(o.headers.0["c"], "3");
+
+        // The traces endpoint wins and is used as is; gRPC gets no path.
+        let c = load(
+            text,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.outputs.otlp.unwrap().endpoint, "http://t:1/custom");
+        let c = load(
+            text,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+        )
+        .unwrap();
+        let o = c.outputs.otlp.unwrap();
+        assert_eq!(o.endpoint, "http://env:4317");
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
+    }
+
+    #[test]
+    fn otel_env_errors_name_the_variable_and_hide_values() {
+        let e = load(
+            "[outputs.otlp]\n",
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.protocol");
+        assert_eq!(e.origin.as_deref(), Some("env OTEL_EXPORTER_OTLP_PROTOCOL"));
+        let e = load(
+            "[outputs.otlp]\n",
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "secret-token-value")],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.headers");
+        assert!(!e.to_string().contains("secret-token-value"), "{e}");
+        let e = load(
+            "[outputs.otlp]\n",
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.endpoint");
+        assert_eq!(e.origin.as_deref(), Some("env OTEL_EXPORTER_OTLP_ENDPOINT"));
     }
 }

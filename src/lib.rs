@@ -19,6 +19,8 @@
 //! - [`buffer`]: the durable, bounded, checksummed disk log with per-consumer cursors.
 //! - [`forward`]: the collector client: batching, governor rate limits, backoff with full
 //!   jitter, `Retry-After`, dead-letter store.
+//! - [`outputs`]: the optional OTLP output (every run also exported as an OTLP span, from the
+//!   same buffer with its own cursor).
 //! - [`secret`]: the access key (redacted everywhere) and its file watcher.
 //! - [`admin`]: readiness latches and the metrics registry.
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod convert;
 pub mod forward;
 pub mod model;
+pub mod outputs;
 pub mod receivers;
 pub mod secret;
 pub mod tools;

@@ -122,7 +122,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Out
     }
 }
 
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// The `Retry-After` header of an answer, parsed and capped (see [`parse_retry_after`]).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     headers
         .get(header::RETRY_AFTER)
         .and_then(|v| parse_retry_after(v, now))
@@ -155,19 +156,12 @@ impl UpstreamClient {
             url: upstream.url.clone(),
             message: e.to_string(),
         })?;
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_rustls()
-            .user_agent(concat!("dynamiq-sidecar/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(upstream.connect_timeout)
-            .timeout(upstream.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none());
-        if is_loopback(&endpoint) {
-            // A proxy from the environment never applies to a collector on this machine.
-            builder = builder.no_proxy();
-        }
-        let http = builder.build().map_err(ClientError::Build)?;
+        let http = build_http_client(
+            &endpoint,
+            upstream.connect_timeout,
+            upstream.request_timeout,
+        )
+        .map_err(ClientError::Build)?;
         Ok(Self { http, endpoint })
     }
 
@@ -182,7 +176,7 @@ impl UpstreamClient {
         let mut auth = HeaderValue::try_from(format!("Bearer {}", key.expose()))
             .map_err(|_| ClientError::InvalidKey)?;
         auth.set_sensitive(true);
-        let mut resp = self
+        let resp = self
             .http
             .post(self.endpoint.clone())
             .header(header::CONTENT_TYPE, "application/json")
@@ -191,35 +185,65 @@ impl UpstreamClient {
             .send()
             .await
             .map_err(transport)?;
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        let mut body = BytesMut::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_BODY - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if body.len() >= MAX_RESPONSE_BODY {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                // The status is what matters; a body cut short is still a complete answer.
-                Err(e) => {
-                    tracing::debug!(error = %e, %status, "collector answer body cut short");
-                    break;
-                }
-            }
-        }
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body: body.freeze(),
-        })
+        Ok(read_response(resp).await)
     }
 }
 
-fn transport(source: reqwest::Error) -> ClientError {
+/// The pooled HTTP client the sidecar uses toward a backend (the collector, the OTLP output):
+/// rustls, keep-alive, these timeouts, no redirects, no proxy for a loopback `endpoint`.
+pub fn build_http_client(
+    endpoint: &reqwest::Url,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .user_agent(concat!("dynamiq-sidecar/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if is_loopback(endpoint) {
+        // A proxy from the environment never applies to a backend on this machine.
+        builder = builder.no_proxy();
+    }
+    builder.build()
+}
+
+/// Reads an answer: status, headers, and at most [`MAX_RESPONSE_BODY`] of the body (a body cut
+/// short is still a complete answer).
+pub async fn read_response(mut resp: reqwest::Response) -> UpstreamResponse {
+    let status = resp.status();
+    let headers = std::mem::take(resp.headers_mut());
+    let mut body = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            // The status is what matters; a body cut short is still a complete answer.
+            Err(e) => {
+                tracing::debug!(error = %e, %status, "collector answer body cut short");
+                break;
+            }
+        }
+    }
+    UpstreamResponse {
+        status,
+        headers,
+        body: body.freeze(),
+    }
+}
+
+/// Classifies a `reqwest` failure as a [`ClientError::Transport`].
+pub fn transport(source: reqwest::Error) -> ClientError {
     let kind = if source.is_timeout() {
         TransportKind::Timeout
     } else if source.is_connect() {

@@ -26,7 +26,8 @@
 //! ```
 //!
 //! The access key goes in the environment (`DYNAMIQ_ACCESS_KEY`); inherited `DYNAMIQ_SIDECAR_*`,
-//! `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot change the test. Stdout and
+//! `OTEL_EXPORTER_OTLP_*`, `DYNAMIQ_ACCESS_KEY` and `RUST_LOG` are removed so the host cannot
+//! change the test. Stdout and
 //! stderr go (appended, across restarts) to `<tempdir>/stdout.log` and `<tempdir>/stderr.log`.
 //! On drop the process is killed; when the test is panicking the temp dir is kept and the log
 //! tail printed.
@@ -191,6 +192,17 @@ level = "dynamiq_sidecar=debug,info"
         .parse()
         .expect("generated config is TOML");
         merge_tables(&mut config, self.overrides);
+        // The listeners may have been overridden (e.g. a port chosen before the sidecar starts).
+        let addr_of = |key: &str, default: SocketAddr| {
+            config
+                .get("ingest")
+                .and_then(|i| i.get(key))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let http_addr = addr_of("http_addr", http_addr);
+        let grpc_addr = addr_of("grpc_addr", grpc_addr);
         let config_path = dir.path().join("config.toml");
         std::fs::write(
             &config_path,
@@ -316,7 +328,11 @@ impl Sidecar {
             .stderr(Stdio::from(self.log_file("stderr.log")));
         for (key, _) in std::env::vars_os() {
             let k = key.to_string_lossy();
-            if k.starts_with("DYNAMIQ_SIDECAR_") || k == "DYNAMIQ_ACCESS_KEY" || k == "RUST_LOG" {
+            if k.starts_with("DYNAMIQ_SIDECAR_")
+                || k.starts_with("OTEL_EXPORTER_OTLP_")
+                || k == "DYNAMIQ_ACCESS_KEY"
+                || k == "RUST_LOG"
+            {
                 cmd.env_remove(&key);
             }
         }
