@@ -148,7 +148,8 @@ pub async fn run_with(
         dead_letters,
         readiness.clone(),
         &mut registry,
-    )?;
+    )?
+    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path));
     let ingest = IngestState {
         buffer: buffer.clone(),
         auth: inbound,

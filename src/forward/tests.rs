@@ -264,6 +264,7 @@ fn fast_forward_config() -> ForwardConfig {
         retry_max: Duration::from_millis(40),
         max_retries: 0,
         auth_hold_retry: Duration::from_secs(60),
+        dedup_entries: 1000,
     }
 }
 
