@@ -262,6 +262,33 @@ async fn small_posts(runs_per_post: usize, compression: Compression) {
     );
 }
 
+/// Fingerprinting cost per run against serde_json merely scanning the same bytes (baseline).
+fn fingerprint_speed() {
+    let runs: Vec<Vec<u8>> = base_runs().into_iter().map(String::into_bytes).collect();
+    let bytes_per_round: usize = runs.iter().map(Vec::len).sum();
+    let rounds = 200_000_000 / bytes_per_round;
+    let time = |f: &dyn Fn(&[u8]) -> u128| {
+        let started = Instant::now();
+        let mut acc = 0u128;
+        for _ in 0..rounds {
+            for r in &runs {
+                acc = acc.wrapping_add(f(std::hint::black_box(r)));
+            }
+        }
+        std::hint::black_box(acc);
+        (rounds * bytes_per_round) as f64 / started.elapsed().as_secs_f64() / 1e6
+    };
+    let baseline = time(&|r| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(r).unwrap();
+        0
+    });
+    let fp = time(&|r| dynamiq_sidecar::forward::dedup::fingerprint(r, None));
+    println!(
+        "\nfingerprint (whitespace-insensitive XXH3-128): {fp:.0} MB/s; serde_json scan without building anything (baseline): {baseline:.0} MB/s; ratio {:.2}",
+        fp / baseline
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let flushes: usize = std::env::args()
@@ -276,4 +303,5 @@ async fn main() {
     for runs_per_post in [1, 5] {
         small_posts(runs_per_post, Compression::None).await;
     }
+    fingerprint_speed();
 }
