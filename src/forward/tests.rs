@@ -1236,3 +1236,45 @@ async fn gzip_bodies_carry_content_encoding_and_limits_count_uncompressed_bytes(
             < metric(&h, "dynamiq_sidecar_forward_bytes_total")
     );
 }
+
+#[tokio::test]
+async fn one_pooled_connection_is_reused_across_requests() {
+    use axum::extract::ConnectInfo;
+    let peers: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = peers.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(peer);
+                "{}"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let h = start(
+        &format!("http://{addr}"),
+        AuthMode::SidecarKey,
+        Some("k"),
+        |_| {},
+    );
+    for i in 0..5u64 {
+        h.buffer.push(&run(&i.to_string()), None);
+        wait_until("acked", || h.buffer.acked() == i + 1).await;
+    }
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 5);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "a new connection per request: {peers:?}"
+    );
+}
