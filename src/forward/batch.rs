@@ -29,7 +29,8 @@ pub struct Item {
     pub client_key: Option<String>,
     /// The run's JSON bytes, verbatim.
     pub run: Bytes,
-    /// Content fingerprint for duplicate suppression (0 when suppression is off).
+    /// Content fingerprint for duplicate suppression (0 when suppression is off or the run is out
+    /// of its scope).
     pub fingerprint: super::dedup::Fingerprint,
 }
 

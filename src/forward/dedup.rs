@@ -12,6 +12,13 @@
 //! and is forwarded. Key order and number spelling are not canonicalised: a copy reordered by the
 //! client is simply forwarded again (never lost).
 //!
+//! Scope: runs the OTLP converter made from foreign spans (their `id`, written first, is a
+//! UUIDv8, see `convert::ids`; [`is_converted_span_run`]) are never suppressed nor fingerprinted:
+//! an OTLP exporter sends each span once (a re-export after an error is the exporter's
+//! at-least-once retry, which the deterministic run ids already make idempotent at the
+//! collector), so only Dynamiq runs (SDK ids are UUIDv4), which a reused handler re-sends, are
+//! worth the cost.
+//!
 //! Guarantees:
 //! - A run is suppressed only when a run with the same fingerprint was answered 2xx by the
 //!   collector (fingerprints are recorded after the 2xx, never before, so a failed, retried,
@@ -60,6 +67,20 @@ pub const SNAPSHOT_FILE: &str = "dedup.snapshot";
 /// Where the snapshot lives for a buffer directory.
 pub fn snapshot_path(buffer_path: &Path) -> PathBuf {
     buffer_path.join(STATE_DIR).join(SNAPSHOT_FILE)
+}
+
+/// Whether `run` was made by the OTLP converter from a foreign span: its JSON starts with
+/// `{"id":"` and a hyphenated lowercase UUID of version 8 (RFC 9562 variant), as the converter
+/// writes it. A client's own run with such an id is merely not deduplicated.
+pub fn is_converted_span_run(run: &[u8]) -> bool {
+    let Some(id) = run.strip_prefix(br#"{"id":""#) else {
+        return false;
+    };
+    id.len() > 36
+        && id[36] == b'"'
+        && [8, 13, 18, 23].iter().all(|&i| id[i] == b'-')
+        && id[14] == b'8'
+        && matches!(id[19], b'8' | b'9' | b'a' | b'b')
 }
 
 /// The fingerprint of one run (see the module doc).
@@ -339,6 +360,53 @@ mod tests {
             fingerprint(b"{}", Some("k1")),
             fingerprint(b"{}", Some("k2"))
         );
+    }
+
+    #[test]
+    fn runs_converted_from_foreign_spans_are_recognised_and_sdk_runs_are_not() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message as _;
+        for pb in [
+            &include_bytes!("../../tests/fixtures/otlp/genai-semconv.pb")[..],
+            &include_bytes!("../../tests/fixtures/otlp/openinference.pb")[..],
+        ] {
+            let request = ExportTraceServiceRequest::decode(pb).unwrap();
+            let converted = crate::convert::convert_request(
+                &request,
+                &crate::convert::SpanConvertOptions::default(),
+            );
+            assert!(!converted.runs.is_empty());
+            for run in &converted.runs {
+                assert!(
+                    is_converted_span_run(run),
+                    "{}",
+                    String::from_utf8_lossy(&run[..60.min(run.len())])
+                );
+            }
+        }
+        let sdk = include_str!("../../tests/fixtures/reused-handler-flush-4.json");
+        let v: serde_json::Value = serde_json::from_str(sdk).unwrap();
+        for run in v["runs"].as_array().unwrap() {
+            assert!(!is_converted_span_run(
+                serde_json::to_string(run).unwrap().as_bytes()
+            ));
+        }
+        for other in [
+            &b""[..],
+            b"{\"id\":\"",
+            br#"{"id":"0196e6a4-1f2b-8c3d-9e4f-5a6b7c8d9e0f""#, // no closing brace needed
+            br#"{"id":"0196e6a4-1f2b-4c3d-9e4f-5a6b7c8d9e0f","x":1}"#,
+            br#"{"id":"0196e6a4-1f2b-8c3d-7e4f-5a6b7c8d9e0f","x":1}"#,
+            br#"{ "id":"0196e6a4-1f2b-8c3d-9e4f-5a6b7c8d9e0f","x":1}"#,
+        ] {
+            let _ = is_converted_span_run(other);
+        }
+        assert!(is_converted_span_run(
+            br#"{"id":"0196e6a4-1f2b-8c3d-9e4f-5a6b7c8d9e0f","x":1}"#
+        ));
+        assert!(!is_converted_span_run(
+            br#"{"id":"0196e6a4-1f2b-4c3d-9e4f-5a6b7c8d9e0f","x":1}"#
+        ));
     }
 
     #[test]

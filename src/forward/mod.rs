@@ -22,9 +22,10 @@
 //!   `rejected` and ack; 401/403 (or no key at all) hold delivery without acking or
 //!   dead-lettering, clear the readiness latch, and retry every `forward.auth_hold_retry` or as
 //!   soon as the key changes.
-//! - Duplicates ([`dedup`]): a run whose content (whitespace-insensitive, with its client key)
-//!   the collector already accepted with 2xx, or that repeats an earlier run of the same buffer
-//!   batch, is acknowledged without being sent again; a changed run is sent. Suppression never
+//! - Duplicates ([`dedup`]): a Dynamiq run (not one converted from an OTLP span) whose content
+//!   (whitespace-insensitive, with its client key) the collector already accepted with 2xx, or
+//!   that repeats an earlier run of the same buffer batch, is acknowledged without being sent
+//!   again; a changed run is sent. Suppression never
 //!   acknowledges a run no copy of which was accepted or is ahead of it in the batch, so it never
 //!   loses one. The memory is bounded (`forward.dedup_entries`) and kept across a clean restart.
 //! - Coalescing: a buffer batch holds the runs of any number of client requests (the read lingers
@@ -395,14 +396,17 @@ impl<S: BatchSource> Forwarder<S> {
         for record in records {
             match envelope::decode(&record.payload) {
                 Ok(env) => {
-                    let fingerprint = if dedup_on {
+                    // Runs converted from OTLP spans are out of scope (see `dedup`).
+                    let dedup_this = dedup_on && !dedup::is_converted_span_run(&env.run);
+                    let fingerprint = if dedup_this {
                         dedup::fingerprint(&env.run, env.client_key.as_deref())
                     } else {
                         0
                     };
                     // Delivered before, or an identical copy is ahead in this batch: resolved
                     // as it is (acked like a corrupt record, never sent).
-                    if dedup_on && (self.dedup.seen(fingerprint) || !in_batch.insert(fingerprint)) {
+                    if dedup_this && (self.dedup.seen(fingerprint) || !in_batch.insert(fingerprint))
+                    {
                         suppressed += 1;
                         saved += env.run.len() as u64 + 1;
                         continue;
@@ -650,14 +654,15 @@ impl<S: BatchSource> Forwarder<S> {
         }
     }
 
-    /// Records the fingerprints of runs the collector accepted (only ever after a 2xx).
+    /// Records the fingerprints of runs the collector accepted (only ever after a 2xx). Runs
+    /// out of dedup's scope have none (0) and are not recorded.
     fn remember_delivered(&mut self, chunk: &[Item]) {
         if !self.dedup.enabled() {
             return;
         }
         let mut evicted = 0u64;
         for item in chunk {
-            if self.dedup.record(item.fingerprint) {
+            if item.fingerprint != 0 && self.dedup.record(item.fingerprint) {
                 evicted += 1;
             }
         }

@@ -1278,3 +1278,19 @@ async fn one_pooled_connection_is_reused_across_requests() {
         "a new connection per request: {peers:?}"
     );
 }
+
+#[tokio::test]
+async fn runs_converted_from_otlp_spans_are_never_suppressed() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    // A UUIDv8 id written first: what the converter makes of a foreign span.
+    let converted = r#"{"id":"0196e6a4-1f2b-8c3d-9e4f-5a6b7c8d9e0f","name":"chat"}"#;
+    h.buffer.push(converted, None);
+    h.buffer.push(converted, None);
+    wait_until("acked", || h.buffer.acked() == 2).await;
+    h.buffer.push(converted, None);
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    assert_eq!(sent_ids(&m).len(), 3);
+    let h = h.stop().await;
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_dedup_entries"), 0);
+}
