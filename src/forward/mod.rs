@@ -25,9 +25,9 @@
 //! - Duplicates ([`dedup`]): a Dynamiq run (not one converted from an OTLP span) whose content
 //!   (whitespace-insensitive, with its client key) the collector already accepted with 2xx, or
 //!   that repeats an earlier run of the same buffer batch, is acknowledged without being sent
-//!   again; a changed run is sent. Suppression never
-//!   acknowledges a run no copy of which was accepted or is ahead of it in the batch, so it never
-//!   loses one. The memory is bounded (`forward.dedup_entries`) and kept across a clean restart.
+//!   again; a changed run is sent. Suppression never acknowledges a run no copy of which was
+//!   accepted or is ahead of it in the batch, so it never loses one. The memory is bounded
+//!   (`forward.dedup_entries`) and kept across a clean restart.
 //! - Coalescing: a buffer batch holds the runs of any number of client requests (the read lingers
 //!   up to `forward.max_delay` for `forward.max_runs` runs / `forward.max_bytes` bytes), so many
 //!   small posts become few upstream requests.
@@ -50,8 +50,7 @@ pub mod retry;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -539,7 +538,7 @@ impl<S: BatchSource> Forwarder<S> {
         // The body does not change across retries: framed and compressed once.
         let framed = batch::frame(chunk);
         let body_len = framed.len();
-        let body = self.client.prepare(framed).await;
+        let body = or_stop(stop, self.client.prepare(framed)).await?;
         loop {
             let key_version = *self.key_rx.borrow_and_update();
             let Some(key) = self.key_for(chunk) else {
