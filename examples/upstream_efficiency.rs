@@ -291,6 +291,8 @@ fn fingerprint_speed() {
 
 #[tokio::main]
 async fn main() {
+    // The clients below use rustls too: the provider must be in place before any is built.
+    dynamiq_sidecar::forward::install_crypto_provider();
     let flushes: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
