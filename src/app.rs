@@ -161,7 +161,8 @@ pub async fn run_with(
         dead_letters,
         readiness.clone(),
         &mut registry,
-    )?;
+    )?
+    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path));
     let otlp_output = match &config.outputs.otlp {
         Some(otlp) => Some(OtlpOutput::new(
             otlp,

@@ -302,6 +302,18 @@ pub struct UpstreamConfig {
     /// How often the key file is checked for changes.
     #[serde(with = "duration_str")]
     pub key_reload_interval: Duration,
+    /// `none` (default) or `gzip`: how request bodies toward the collector are encoded.
+    pub compression: Compression,
+}
+
+/// Encoding of request bodies toward the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Bodies go out as plain JSON (default).
+    None,
+    /// Bodies are gzip-compressed and sent with `Content-Encoding: gzip`.
+    Gzip,
 }
 
 impl Default for UpstreamConfig {
@@ -313,6 +325,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             key_reload_interval: Duration::from_secs(5),
+            compression: Compression::None,
         }
     }
 }
@@ -401,6 +414,9 @@ pub struct ForwardConfig {
     /// Delay between retries while the collector rejects the key (401/403).
     #[serde(with = "duration_str")]
     pub auth_hold_retry: Duration,
+    /// How many delivered runs (their content fingerprints) are remembered so that an identical
+    /// copy sent again is not forwarded again (0 = duplicate suppression off).
+    pub dedup_entries: usize,
 }
 
 impl Default for ForwardConfig {
@@ -417,6 +433,7 @@ impl Default for ForwardConfig {
             retry_max: Duration::from_secs(60),
             max_retries: 0,
             auth_hold_retry: Duration::from_secs(300),
+            dedup_entries: 100_000,
         }
     }
 }
@@ -928,6 +945,31 @@ mod tests {
         assert_eq!(c.buffer.fsync, FsyncPolicy::Always);
         assert_eq!(c.forward.max_delay, Duration::from_millis(200));
         assert_eq!(c.upstream.auth_mode, AuthMode::SidecarKey);
+        assert_eq!(c.upstream.compression, Compression::None);
+        assert_eq!(c.forward.dedup_entries, 100_000);
+    }
+
+    #[test]
+    fn compression_and_dedup_entries_parse_and_bad_values_name_the_key() {
+        let c = load(
+            "[upstream]\ncompression = \"gzip\"\n[forward]\ndedup_entries = 0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.upstream.compression, Compression::Gzip);
+        assert_eq!(c.forward.dedup_entries, 0);
+        let e = load("[upstream]\ncompression = \"br\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "upstream.compression");
+        let c = load(
+            "",
+            &[
+                ("DYNAMIQ_SIDECAR_UPSTREAM_COMPRESSION", "gzip"),
+                ("DYNAMIQ_SIDECAR_FORWARD_DEDUP_ENTRIES", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.upstream.compression, Compression::Gzip);
+        assert_eq!(c.forward.dedup_entries, 5);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Item {
     pub client_key: Option<String>,
     /// The run's JSON bytes, verbatim.
     pub run: Bytes,
+    /// Content fingerprint for duplicate suppression (0 when suppression is off or the run is out
+    /// of its scope).
+    pub fingerprint: super::dedup::Fingerprint,
 }
 
 /// Body size of `n` runs whose bytes add up to `run_bytes`, framing included.
@@ -129,6 +132,7 @@ mod tests {
             seq,
             client_key: key.map(str::to_string),
             run: Bytes::copy_from_slice(run.as_bytes()),
+            fingerprint: 0,
         }
     }
 

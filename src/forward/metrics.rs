@@ -108,6 +108,16 @@ pub struct ForwardMetrics {
     pub auth_hold: Gauge,
     /// Runs of the batch being delivered.
     pub in_flight_runs: Gauge,
+    /// Request body bytes on the wire (after compression) of requests the collector accepted.
+    pub wire_bytes: Counter,
+    /// Runs acknowledged without being sent because an identical copy was already delivered.
+    pub dedup_suppressed_runs: Counter,
+    /// Bytes of those runs (what sending them would have added to request bodies, uncompressed).
+    pub dedup_saved_bytes: Counter,
+    /// Delivered-run fingerprints evicted from the bounded duplicate-suppression memory.
+    pub dedup_evictions: Counter,
+    /// Delivered-run fingerprints currently remembered.
+    pub dedup_entries: Gauge,
 }
 
 impl ForwardMetrics {
@@ -124,6 +134,11 @@ impl ForwardMetrics {
             rate_limit_wait: Counter::default(),
             auth_hold: Gauge::default(),
             in_flight_runs: Gauge::default(),
+            wire_bytes: Counter::default(),
+            dedup_suppressed_runs: Counter::default(),
+            dedup_saved_bytes: Counter::default(),
+            dedup_evictions: Counter::default(),
+            dedup_entries: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -176,6 +191,31 @@ impl ForwardMetrics {
             "Runs of the batch being delivered",
             m.in_flight_runs.clone(),
         );
+        r.register(
+            "dynamiq_sidecar_forward_wire_bytes",
+            "Request body bytes sent on the wire (after compression) and accepted by the collector",
+            m.wire_bytes.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dedup_suppressed_runs",
+            "Runs acknowledged without being sent: an identical copy was already delivered",
+            m.dedup_suppressed_runs.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dedup_saved_bytes",
+            "Uncompressed body bytes not sent thanks to duplicate suppression",
+            m.dedup_saved_bytes.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dedup_evictions",
+            "Delivered-run fingerprints evicted from the duplicate-suppression memory",
+            m.dedup_evictions.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dedup_entries",
+            "Delivered-run fingerprints remembered for duplicate suppression",
+            m.dedup_entries.clone(),
+        );
         m
     }
 
@@ -218,6 +258,15 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("dynamiq_sidecar_forward_auth_hold 1"), "{out}");
+        for name in [
+            "dynamiq_sidecar_forward_dedup_suppressed_runs_total",
+            "dynamiq_sidecar_forward_dedup_saved_bytes_total",
+            "dynamiq_sidecar_forward_dedup_evictions_total",
+            "dynamiq_sidecar_forward_dedup_entries",
+            "dynamiq_sidecar_forward_wire_bytes_total",
+        ] {
+            assert!(out.contains(name), "{name}: {out}");
+        }
         assert!(
             out.contains("dynamiq_sidecar_forward_rate_limit_wait_seconds_total"),
             "{out}"

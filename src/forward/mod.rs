@@ -22,6 +22,17 @@
 //!   `rejected` and ack; 401/403 (or no key at all) hold delivery without acking or
 //!   dead-lettering, clear the readiness latch, and retry every `forward.auth_hold_retry` or as
 //!   soon as the key changes.
+//! - Duplicates ([`dedup`]): a Dynamiq run (not one converted from an OTLP span) whose content
+//!   (whitespace-insensitive, with its client key) the collector already accepted with 2xx, or
+//!   that repeats an earlier run of the same buffer batch, is acknowledged without being sent
+//!   again; a changed run is sent. Suppression never acknowledges a run no copy of which was
+//!   accepted or is ahead of it in the batch, so it never loses one. The memory is bounded
+//!   (`forward.dedup_entries`) and kept across a clean restart.
+//! - Coalescing: a buffer batch holds the runs of any number of client requests (the read lingers
+//!   up to `forward.max_delay` for `forward.max_runs` runs / `forward.max_bytes` bytes), so many
+//!   small posts become few upstream requests.
+//! - Compression: with `upstream.compression = "gzip"` bodies go out gzip-compressed (compressed
+//!   once per request, not per retry); limits and 413 splitting count uncompressed bytes.
 //! - Logs: one line per state change (entering an outage or a hold with its reason, recovering),
 //!   per-attempt detail only at debug. The key is never logged.
 //!
@@ -31,6 +42,7 @@
 pub mod batch;
 pub mod client;
 pub mod deadletter;
+pub mod dedup;
 pub mod metrics;
 pub mod ratelimit;
 pub mod retry;
@@ -38,8 +50,9 @@ pub mod retry;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
@@ -54,6 +67,7 @@ use crate::secret::{KeyProvider, Secret};
 use batch::{Item, Piece};
 use client::{ClientError, Outcome, UpstreamClient};
 use deadletter::{DeadLetter, DeadLetterStore};
+use dedup::Dedup;
 use metrics::{DeadLetterReason, ForwardMetrics, RequestOutcome};
 use ratelimit::RateLimits;
 use retry::Backoff;
@@ -185,6 +199,10 @@ pub struct Forwarder<S: BatchSource = Reader> {
     outage: Option<Outage>,
     hold: Option<HoldCause>,
     last_acked: Option<u64>,
+    dedup: Dedup,
+    /// Where the dedup memory is saved at the end of [`run`](Self::run), if anywhere.
+    dedup_snapshot: Option<PathBuf>,
+    upstream_url: String,
 }
 
 impl Forwarder<Reader> {
@@ -224,6 +242,7 @@ impl<S: BatchSource> Forwarder<S> {
         let client =
             UpstreamClient::new(upstream).map_err(|e| ForwardError::Client(e.to_string()))?;
         let key_rx = key.changed();
+        let metrics = ForwardMetrics::register(registry);
         Ok(Self {
             source,
             client,
@@ -233,13 +252,40 @@ impl<S: BatchSource> Forwarder<S> {
             forward: forward.clone(),
             dead_letters,
             readiness,
-            metrics: ForwardMetrics::register(registry),
+            metrics,
             limits: RateLimits::new(forward),
             backoff: Backoff::new(forward.retry_initial, forward.retry_max),
             outage: None,
             hold: None,
             last_acked: None,
+            dedup: Dedup::new(forward.dedup_entries),
+            dedup_snapshot: None,
+            upstream_url: upstream.url.clone(),
         })
+    }
+
+    /// Keeps the duplicate-suppression memory in `path` across restarts: loads it now (a
+    /// missing, corrupt or foreign snapshot is logged and ignored) and saves it when
+    /// [`run`](Self::run) returns.
+    pub fn with_dedup_snapshot(mut self, path: PathBuf) -> Self {
+        match Dedup::load(&path, self.forward.dedup_entries, &self.upstream_url) {
+            Ok(Some(dedup)) => {
+                tracing::info!(
+                    entries = dedup.len(),
+                    "duplicate-suppression memory restored"
+                );
+                self.dedup = dedup;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "duplicate-suppression snapshot not used; starting empty")
+            }
+        }
+        self.metrics
+            .dedup_entries
+            .set(i64::try_from(self.dedup.len()).unwrap_or(i64::MAX));
+        self.dedup_snapshot = Some(path);
+        self
     }
 
     /// Delivers until `stop` is cancelled (returns promptly; an in-flight request is abandoned
@@ -255,6 +301,19 @@ impl<S: BatchSource> Forwarder<S> {
             ),
         }
         self.metrics.in_flight_runs.set(0);
+        if let Some(path) = &self.dedup_snapshot {
+            match self.dedup.save(path, &self.upstream_url) {
+                Ok(()) => tracing::debug!(
+                    entries = self.dedup.len(),
+                    "duplicate-suppression memory saved"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot save the duplicate-suppression memory; after this restart runs in flight may be sent once more"
+                ),
+            }
+        }
     }
 
     async fn run_loop(
@@ -330,18 +389,48 @@ impl<S: BatchSource> Forwarder<S> {
     ) -> Result<(), Stopped> {
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         let mut items = Vec::with_capacity(records.len());
+        let dedup_on = self.dedup.enabled();
+        let mut in_batch: HashSet<dedup::Fingerprint> = HashSet::new();
+        let (mut suppressed, mut saved) = (0u64, 0u64);
         for record in records {
             match envelope::decode(&record.payload) {
-                Ok(env) => items.push(Item {
-                    seq: record.seq,
-                    client_key: env.client_key,
-                    run: env.run,
-                }),
+                Ok(env) => {
+                    // Runs converted from OTLP spans are out of scope (see `dedup`).
+                    let dedup_this = dedup_on && !dedup::is_converted_span_run(&env.run);
+                    let fingerprint = if dedup_this {
+                        dedup::fingerprint(&env.run, env.client_key.as_deref())
+                    } else {
+                        0
+                    };
+                    // Delivered before, or an identical copy is ahead in this batch: resolved
+                    // as it is (acked like a corrupt record, never sent).
+                    if dedup_this && (self.dedup.seen(fingerprint) || !in_batch.insert(fingerprint))
+                    {
+                        suppressed += 1;
+                        saved += env.run.len() as u64 + 1;
+                        continue;
+                    }
+                    items.push(Item {
+                        seq: record.seq,
+                        client_key: env.client_key,
+                        run: env.run,
+                        fingerprint,
+                    });
+                }
                 Err(e) => {
                     self.metrics.corrupt_records.inc();
                     tracing::error!(seq = record.seq, error = %e, "buffer record cannot be decoded; skipping it");
                 }
             }
+        }
+        if suppressed > 0 {
+            self.metrics.dedup_suppressed_runs.inc_by(suppressed);
+            self.metrics.dedup_saved_bytes.inc_by(saved);
+            tracing::debug!(
+                runs = suppressed,
+                bytes = saved,
+                "runs already delivered; acknowledged without sending"
+            );
         }
         let mut unresolved: BTreeSet<u64> = items.iter().map(|i| i.seq).collect();
         self.metrics
@@ -353,7 +442,8 @@ impl<S: BatchSource> Forwarder<S> {
             self.forward.max_runs,
             self.forward.max_bytes,
         );
-        // Acknowledge the records that precede the first run (corrupt ones) right away.
+        // Acknowledge the records that precede the first run (corrupt or suppressed ones) right
+        // away.
         self.ack_resolved(&seqs, &unresolved);
         for piece in pieces {
             let done: Vec<u64> = match &piece {
@@ -445,6 +535,10 @@ impl<S: BatchSource> Forwarder<S> {
         stop: &CancellationToken,
     ) -> Result<Resolution, Stopped> {
         let mut retries: u32 = 0;
+        // The body does not change across retries: framed and compressed once.
+        let framed = batch::frame(chunk);
+        let body_len = framed.len();
+        let body = or_stop(stop, self.client.prepare(framed)).await?;
         loop {
             let key_version = *self.key_rx.borrow_and_update();
             let Some(key) = self.key_for(chunk) else {
@@ -458,10 +552,8 @@ impl<S: BatchSource> Forwarder<S> {
                 self.metrics.rate_limit_wait.inc_by(waited.as_secs_f64());
             }
 
-            let body = batch::frame(chunk);
-            let body_len = body.len();
             let started = Instant::now();
-            let result = or_stop(stop, self.client.send(body, &key)).await?;
+            let result = or_stop(stop, self.client.send(&body, &key)).await?;
             self.metrics
                 .latency
                 .observe(started.elapsed().as_secs_f64());
@@ -495,6 +587,8 @@ impl<S: BatchSource> Forwarder<S> {
                     self.metrics.request(RequestOutcome::Success);
                     self.metrics.runs.inc_by(chunk.len() as u64);
                     self.metrics.bytes.inc_by(body_len as u64);
+                    self.metrics.wire_bytes.inc_by(body.bytes.len() as u64);
+                    self.remember_delivered(chunk);
                     self.link_ok();
                     return Ok(Resolution::Done);
                 }
@@ -557,6 +651,26 @@ impl<S: BatchSource> Forwarder<S> {
                 }
             }
         }
+    }
+
+    /// Records the fingerprints of runs the collector accepted (only ever after a 2xx). Runs
+    /// out of dedup's scope have none (0) and are not recorded.
+    fn remember_delivered(&mut self, chunk: &[Item]) {
+        if !self.dedup.enabled() {
+            return;
+        }
+        let mut evicted = 0u64;
+        for item in chunk {
+            if item.fingerprint != 0 && self.dedup.record(item.fingerprint) {
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
+            self.metrics.dedup_evictions.inc_by(evicted);
+        }
+        self.metrics
+            .dedup_entries
+            .set(i64::try_from(self.dedup.len()).unwrap_or(i64::MAX));
     }
 
     /// Writes runs to the dead-letter store, retrying until the write is durable (the runs are

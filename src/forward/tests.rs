@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::buffer::Record;
+use crate::config::Compression;
 
 // ---------------------------------------------------------------------------------------------
 // In-memory batch source
@@ -129,12 +130,26 @@ struct Req {
     at: Instant,
     auth: Option<String>,
     content_type: Option<String>,
+    content_encoding: Option<String>,
     body: Bytes,
 }
 
 impl Req {
+    /// The body, gunzipped when it came with `Content-Encoding: gzip`.
+    fn json_body(&self) -> Vec<u8> {
+        if self.content_encoding.as_deref() == Some("gzip") {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        } else {
+            self.body.to_vec()
+        }
+    }
     fn runs(&self) -> Vec<serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&self.json_body()).unwrap();
         v["runs"].as_array().unwrap().clone()
     }
     fn ids(&self) -> Vec<String> {
@@ -192,6 +207,9 @@ async fn handle(State(state): State<Arc<MockState>>, headers: HeaderMap, body: B
             .map(|v| v.to_str().unwrap().to_string()),
         content_type: headers
             .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string()),
+        content_encoding: headers
+            .get("content-encoding")
             .map(|v| v.to_str().unwrap().to_string()),
         body,
     };
@@ -264,6 +282,7 @@ fn fast_forward_config() -> ForwardConfig {
         retry_max: Duration::from_millis(40),
         max_retries: 0,
         auth_hold_retry: Duration::from_secs(60),
+        dedup_entries: 1000,
     }
 }
 
@@ -283,18 +302,39 @@ fn start_with(
     request_timeout: Duration,
     tweak: impl FnOnce(&mut ForwardConfig),
 ) -> Harness {
+    start_opts(
+        url,
+        key,
+        |u| {
+            u.auth_mode = mode;
+            u.request_timeout = request_timeout;
+        },
+        tweak,
+        None,
+    )
+}
+
+/// The most general harness: tweak both config sections, optionally keep the dedup memory in
+/// `snapshot`.
+fn start_opts(
+    url: &str,
+    key: Option<&str>,
+    tweak_upstream: impl FnOnce(&mut UpstreamConfig),
+    tweak: impl FnOnce(&mut ForwardConfig),
+    snapshot: Option<PathBuf>,
+) -> Harness {
     // Log lines show up in a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("dynamiq_sidecar=debug")
         .with_test_writer()
         .try_init();
-    let upstream = UpstreamConfig {
+    let mut upstream = UpstreamConfig {
         url: url.to_string(),
-        auth_mode: mode,
         connect_timeout: Duration::from_secs(1),
-        request_timeout,
+        request_timeout: Duration::from_secs(5),
         ..UpstreamConfig::default()
     };
+    tweak_upstream(&mut upstream);
     let mut forward = fast_forward_config();
     tweak(&mut forward);
     let buffer = MemBuffer::default();
@@ -313,6 +353,10 @@ fn start_with(
         &mut registry,
     )
     .unwrap();
+    let fwd = match snapshot {
+        Some(path) => fwd.with_dedup_snapshot(path),
+        None => fwd,
+    };
     let drain = CancellationToken::new();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(fwd.run(drain.clone(), stop.clone()));
@@ -946,4 +990,307 @@ async fn a_collector_echoing_the_key_does_not_leak_it_into_the_dead_letter_store
     let dl = h.dead_letters();
     assert_eq!(dl[0]["response"], "bad request from Bearer [redacted]");
     h.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream efficiency: duplicate suppression, compression
+
+fn metric(h: &Harness, name: &str) -> u64 {
+    h.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sent_ids(m: &Mock) -> Vec<String> {
+    m.requests().iter().flat_map(Req::ids).collect()
+}
+
+#[tokio::test]
+async fn a_run_already_delivered_is_acked_without_being_sent_and_a_changed_one_is_sent() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    h.buffer.push(r#"{"id":"a","status":null}"#, None);
+    h.buffer.push(r#"{"id":"b"}"#, None);
+    wait_until("first flush acked", || h.buffer.acked() == 2).await;
+    // The SDK's next flush: the same runs again (whitespace differs), one of them finished now,
+    // plus a new one.
+    h.buffer
+        .push("{ \"id\" : \"a\",\n \"status\" : null }", None);
+    h.buffer.push(r#"{"id":"b","status":"succeeded"}"#, None);
+    h.buffer.push(r#"{"id":"c"}"#, None);
+    wait_until("second flush acked", || h.buffer.acked() == 5).await;
+    // And the same again: nothing new at all, acked without a request.
+    let requests_before = m.requests().len();
+    h.buffer.push(r#"{"id":"a","status":null}"#, None);
+    h.buffer.push(r#"{"id":"b","status":"succeeded"}"#, None);
+    wait_until("third flush acked", || h.buffer.acked() == 7).await;
+    assert_eq!(m.requests().len(), requests_before, "nothing new to send");
+    assert_eq!(sent_ids(&m), ["a", "b", "b", "c"]);
+    let h = h.stop().await;
+    assert_eq!(
+        metric(&h, "dynamiq_sidecar_forward_dedup_suppressed_runs_total"),
+        3
+    );
+    // Each suppressed run counts its bytes plus the comma it would have cost.
+    let saved: usize = [
+        "{ \"id\" : \"a\",\n \"status\" : null }",
+        r#"{"id":"a","status":null}"#,
+        r#"{"id":"b","status":"succeeded"}"#,
+    ]
+    .iter()
+    .map(|r| r.len() + 1)
+    .sum();
+    let saved = saved as u64;
+    assert_eq!(
+        metric(&h, "dynamiq_sidecar_forward_dedup_saved_bytes_total"),
+        saved
+    );
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_runs_total"), 4);
+}
+
+#[tokio::test]
+async fn identical_copies_inside_one_batch_are_sent_once() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    // Pushed before the forwarder task first runs: one batch.
+    for r in [
+        r#"{"id":"a"}"#,
+        r#"{"id":"a"}"#,
+        r#"{"id":"b"}"#,
+        r#"{"id":"a"}"#,
+    ] {
+        h.buffer.push(r, None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 4).await;
+    assert_eq!(m.requests().len(), 1);
+    assert_eq!(sent_ids(&m), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn an_undelivered_copy_suppresses_nothing_retries_and_rejections_alike() {
+    // 503 twice, then 422 (dead-lettered), then 200.
+    let m = mock(|_, n| {
+        reply(match n {
+            0 | 1 => 503,
+            2 => 422,
+            _ => 200,
+        })
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("dead-lettered and acked", || h.buffer.acked() == 1).await;
+    // Never accepted: the same run again is sent again.
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("acked", || h.buffer.acked() == 2).await;
+    assert_eq!(sent_ids(&m), ["a", "a", "a", "a"]);
+    // Now accepted: a third copy is suppressed.
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    assert_eq!(m.requests().len(), 4);
+    let h = h.stop().await;
+    assert_eq!(h.dead_letters().len(), 1);
+}
+
+#[tokio::test]
+async fn an_abandoned_request_records_nothing() {
+    let m = mock(|_, n| {
+        let mut r = reply(200);
+        if n == 0 {
+            r.delay = Duration::from_secs(10);
+        }
+        r
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("dedup.snapshot");
+    let h = start_opts(&m.url(), Some("k"), |_| {}, |_| {}, Some(snap.clone()));
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("request in flight", || !m.requests().is_empty()).await;
+    let _ = h.stop().await;
+    // The restarted forwarder (same snapshot) delivers the run again.
+    let h = start_opts(&m.url(), Some("k"), |_| {}, |_| {}, Some(snap));
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    assert_eq!(sent_ids(&m), ["a", "a"]);
+}
+
+#[tokio::test]
+async fn dedup_entries_zero_forwards_every_copy() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.dedup_entries = 0;
+    });
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("acked", || h.buffer.acked() == 2).await;
+    h.buffer.push(r#"{"id":"a"}"#, None);
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    assert_eq!(sent_ids(&m), ["a", "a", "a"]);
+    let h = h.stop().await;
+    assert_eq!(
+        metric(&h, "dynamiq_sidecar_forward_dedup_suppressed_runs_total"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_memory_is_bounded_evictions_are_counted_and_an_evicted_run_is_sent_again() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.dedup_entries = 2;
+    });
+    for id in ["a", "b", "c"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    h.buffer.push(&run("c"), None); // remembered
+    h.buffer.push(&run("a"), None); // evicted: sent again
+    wait_until("acked", || h.buffer.acked() == 5).await;
+    assert_eq!(sent_ids(&m), ["a", "b", "c", "a"]);
+    let h = h.stop().await;
+    assert_eq!(
+        metric(&h, "dynamiq_sidecar_forward_dedup_evictions_total"),
+        2
+    );
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_dedup_entries"), 2);
+}
+
+#[tokio::test]
+async fn passthrough_copies_under_different_client_keys_are_both_sent() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::Passthrough, None, |_| {});
+    h.buffer.push(&run("a"), Some("key-1"));
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    h.buffer.push(&run("a"), Some("key-2"));
+    h.buffer.push(&run("a"), Some("key-1"));
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    let reqs = m.requests();
+    assert_eq!(sent_ids(&m), ["a", "a"]);
+    assert_eq!(reqs[1].auth.as_deref(), Some("Bearer key-2"));
+    let h = h.stop().await;
+    assert!(!h.metrics().contains("key-1") && !h.metrics().contains("key-2"));
+}
+
+#[tokio::test]
+async fn the_memory_survives_a_restart_through_its_snapshot_and_a_corrupt_one_is_ignored() {
+    let m = mock(|_, _| reply(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("state").join("dedup.snapshot");
+    let h = start_opts(&m.url(), Some("k"), |_| {}, |_| {}, Some(snap.clone()));
+    h.buffer.push(&run("a"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    let _ = h.stop().await;
+    assert!(snap.exists(), "saved when run returns");
+
+    let h = start_opts(&m.url(), Some("k"), |_| {}, |_| {}, Some(snap.clone()));
+    h.buffer.push(&run("a"), None);
+    h.buffer.push(&run("b"), None);
+    wait_until("acked", || h.buffer.acked() == 2).await;
+    assert_eq!(sent_ids(&m), ["a", "b"]);
+    let _ = h.stop().await;
+
+    // Damaged: ignored, memory starts empty, the run is sent again (never lost).
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&snap, bytes).unwrap();
+    let h = start_opts(&m.url(), Some("k"), |_| {}, |_| {}, Some(snap.clone()));
+    h.buffer.push(&run("b"), None);
+    wait_until("acked", || h.buffer.acked() == 1).await;
+    assert_eq!(sent_ids(&m), ["a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn gzip_bodies_carry_content_encoding_and_limits_count_uncompressed_bytes() {
+    let m = mock(|_, n| reply(if n == 0 { 413 } else { 200 })).await;
+    let h = start_opts(
+        &m.url(),
+        Some("k"),
+        |u| u.compression = Compression::Gzip,
+        |f| f.max_bytes = 200,
+        None,
+    );
+    let runs: Vec<String> = (0..6)
+        .map(|i| format!(r#"{{"id":"r{i}","pad":"{}"}}"#, "x".repeat(40)))
+        .collect();
+    for r in &runs {
+        h.buffer.push(r, None);
+    }
+    wait_until("acked", || h.buffer.acked() == 6).await;
+    let reqs = m.requests();
+    for r in &reqs {
+        assert_eq!(r.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        // The uncompressed body respects max_bytes although the wire body is far smaller.
+        assert!(r.json_body().len() <= 200, "{}", r.json_body().len());
+    }
+    // The first request was refused with 413 and split; every run arrived, in order.
+    let accepted: Vec<String> = reqs[1..].iter().flat_map(Req::ids).collect();
+    assert_eq!(accepted, ["r0", "r1", "r2", "r3", "r4", "r5"]);
+    assert!(reqs[1].runs().len() < reqs[0].runs().len());
+    let h = h.stop().await;
+    assert!(
+        metric(&h, "dynamiq_sidecar_forward_wire_bytes_total")
+            < metric(&h, "dynamiq_sidecar_forward_bytes_total")
+    );
+}
+
+#[tokio::test]
+async fn one_pooled_connection_is_reused_across_requests() {
+    use axum::extract::ConnectInfo;
+    let peers: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = peers.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(peer);
+                "{}"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let h = start(
+        &format!("http://{addr}"),
+        AuthMode::SidecarKey,
+        Some("k"),
+        |_| {},
+    );
+    for i in 0..5u64 {
+        h.buffer.push(&run(&i.to_string()), None);
+        wait_until("acked", || h.buffer.acked() == i + 1).await;
+    }
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 5);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "a new connection per request: {peers:?}"
+    );
+}
+
+#[tokio::test]
+async fn runs_converted_from_otlp_spans_are_never_suppressed() {
+    let m = mock(|_, _| reply(200)).await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |_| {});
+    // A UUIDv8 id written first: what the converter makes of a foreign span.
+    let converted = r#"{"id":"0196e6a4-1f2b-8c3d-9e4f-5a6b7c8d9e0f","name":"chat"}"#;
+    h.buffer.push(converted, None);
+    h.buffer.push(converted, None);
+    wait_until("acked", || h.buffer.acked() == 2).await;
+    h.buffer.push(converted, None);
+    wait_until("acked", || h.buffer.acked() == 3).await;
+    assert_eq!(sent_ids(&m).len(), 3);
+    let h = h.stop().await;
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_dedup_entries"), 0);
 }
