@@ -131,6 +131,10 @@ pub struct OtlpOutputConfig {
     /// Longest a request that is not full waits for more runs.
     #[serde(with = "duration_str")]
     pub max_delay: Duration,
+    /// Also send LLM message content as `gen_ai.input.messages` / `gen_ai.output.messages`
+    /// (opt-in, as in the GenAI conventions; the exact input and output always travel in
+    /// `input.value` / `output.value`).
+    pub capture_message_content: bool,
 }
 
 impl Default for OtlpOutputConfig {
@@ -143,6 +147,7 @@ impl Default for OtlpOutputConfig {
             service_name: "dynamiq".into(),
             max_spans: 512,
             max_delay: Duration::from_millis(200),
+            capture_message_content: false,
         }
     }
 }

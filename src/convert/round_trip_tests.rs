@@ -124,6 +124,63 @@ fn dynamiq_spans_render_for_otel_tools() {
     assert!(attr(failed, "error.type").is_some());
 }
 
+#[test]
+fn message_content_is_opt_in_and_in_the_parts_schema() {
+    let runs = raw_runs(FIXTURES[0]);
+    let find = |options: &RunConvertOptions| {
+        let converted = runs_to_request(runs.iter().map(Vec::as_slice), options);
+        let spans: Vec<Span> = converted
+            .request
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .collect();
+        spans
+            .into_iter()
+            .find(|s| s.name == "Summariser")
+            .expect("the LLM span")
+    };
+    let off = find(&RunConvertOptions::default());
+    assert!(
+        !off.attributes
+            .iter()
+            .any(|a| a.key.starts_with("gen_ai.input.messages"))
+    );
+    let on = find(&RunConvertOptions {
+        capture_message_content: true,
+        ..Default::default()
+    });
+    let text = |key: &str| -> Value {
+        let a = on.attributes.iter().find(|a| a.key == key).expect(key);
+        match super::values::any(a.value.as_ref()) {
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                serde_json::from_str(s).unwrap()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        text("gen_ai.input.messages"),
+        json!([{"role": "user", "parts": [{"type": "text", "content": "Summarise: alpha beta gamma"}]}])
+    );
+    assert_eq!(text("gen_ai.output.messages")[0]["role"], "assistant");
+    // Either way the run comes back exactly.
+    let converted = runs_to_request(
+        runs.iter().map(Vec::as_slice),
+        &RunConvertOptions {
+            capture_message_content: true,
+            ..Default::default()
+        },
+    );
+    let back = convert_request(&converted.request, &SpanConvertOptions::default());
+    for (a, b) in runs.iter().zip(&back.runs) {
+        let a: Value = serde_json::from_slice(a).unwrap();
+        let b: Value = serde_json::from_slice(b).unwrap();
+        assert_eq!(a, b);
+    }
+}
+
 fn sorted(mut attrs: Vec<KeyValue>) -> Vec<KeyValue> {
     attrs.sort_by(|a, b| a.key.cmp(&b.key));
     attrs

@@ -144,6 +144,9 @@ pub struct NodeView<'a> {
     /// Stop sequences.
     #[serde(borrow, default)]
     pub stop: Option<&'a RawValue>,
+    /// The prompt (`messages`: `[{role, content}]`).
+    #[serde(borrow, default)]
+    pub prompt: Option<&'a RawValue>,
 }
 
 /// `metadata.usage`.

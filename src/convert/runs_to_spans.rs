@@ -55,12 +55,16 @@ use super::time::{format_ns, parse_ns};
 pub struct RunConvertOptions {
     /// `service.name` of the resource Dynamiq runs are exported under.
     pub service_name: String,
+    /// Add `gen_ai.input.messages` / `gen_ai.output.messages` (the GenAI parts schema) to LLM
+    /// spans: the prompt's messages and the output's `content`. Opt-in, as in the conventions.
+    pub capture_message_content: bool,
 }
 
 impl Default for RunConvertOptions {
     fn default() -> Self {
         Self {
             service_name: "dynamiq".to_owned(),
+            capture_message_content: false,
         }
     }
 }
@@ -371,6 +375,9 @@ fn dynamiq_span(
         }
     }
     derive_model(&mut attrs, node);
+    if options.capture_message_content && oi_kind == "LLM" {
+        derive_messages(&mut attrs, node, fields.get("output"));
+    }
     if let Some(usage) = &meta.usage {
         derive_usage(&mut attrs, usage);
     }
@@ -516,6 +523,79 @@ fn derive_usage(attrs: &mut Vec<KeyValue>, usage: &UsageView<'_>) {
     if let Some(x) = float(usage.total_tokens_cost_usd) {
         attrs.push(kv("llm.cost.total", Value::DoubleValue(x)));
         attrs.push(kv("gen_ai.usage.cost", Value::DoubleValue(x)));
+    }
+}
+
+/// `{"role": r, "content": c}` messages → the GenAI parts schema.
+#[derive(Deserialize)]
+struct PromptMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptView<'a> {
+    #[serde(borrow, default)]
+    messages: Option<Vec<PromptMessage<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputView<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+fn parts_message(out: &mut Vec<u8>, role: &str, content: &RawValue) {
+    use super::values::{ObjectWriter, write_str};
+    let mut msg = ObjectWriter::open(out);
+    msg.str("role", role);
+    let parts = msg.key("parts");
+    parts.push(b'[');
+    let mut part = ObjectWriter::open(parts);
+    part.str("type", "text");
+    match raw_str(content) {
+        Some(text) => write_str(part.key("content"), &text),
+        None => part.raw("content", content.get()),
+    }
+    part.close();
+    parts.push(b']');
+    msg.close();
+}
+
+/// The opt-in message content of an LLM run: the prompt's messages as `gen_ai.input.messages`
+/// and the output's `content` as `gen_ai.output.messages`, in the GenAI parts schema.
+fn derive_messages(attrs: &mut Vec<KeyValue>, node: &NodeView<'_>, output: Option<&RawValue>) {
+    let prompt: PromptView<'_> = view(node.prompt);
+    if let Some(messages) = prompt.messages.filter(|m| !m.is_empty()) {
+        let mut out = b"[".to_vec();
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let null = serde_json::value::RawValue::NULL;
+            parts_message(
+                &mut out,
+                m.role.as_deref().unwrap_or("user"),
+                m.content.unwrap_or(null),
+            );
+        }
+        out.push(b']');
+        attrs.push(kv(
+            "gen_ai.input.messages",
+            s(String::from_utf8(out).unwrap_or_default()),
+        ));
+    }
+    let output: OutputView<'_> = view(output);
+    if let Some(content) = output.content {
+        let mut out = b"[".to_vec();
+        parts_message(&mut out, "assistant", content);
+        out.push(b']');
+        attrs.push(kv(
+            "gen_ai.output.messages",
+            s(String::from_utf8(out).unwrap_or_default()),
+        ));
     }
 }
 

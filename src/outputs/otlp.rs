@@ -524,6 +524,7 @@ impl<S: BatchSource> OtlpOutput<S> {
             config: config.clone(),
             options: RunConvertOptions {
                 service_name: config.service_name.clone(),
+                capture_message_content: config.capture_message_content,
             },
             metrics: OtlpOutputMetrics::register(registry),
             backoff: Backoff::new(RETRY_INITIAL, RETRY_MAX),
