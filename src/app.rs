@@ -249,7 +249,13 @@ pub async fn run_with(
         header_timeout: config.ingest.request_timeout,
         grace: config.ingest.request_timeout,
     };
-    serve(listener, router(ingest, query, admin), limits, shutdown.clone()).await;
+    serve(
+        listener,
+        router(ingest, query, admin),
+        limits,
+        shutdown.clone(),
+    )
+    .await;
     match tokio::time::timeout(limits.grace, grpc_task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "the OTLP/gRPC listener failed"),

@@ -55,7 +55,12 @@ fn list_filter_sort_paginate_get_and_export() {
     assert_eq!(sidecar.post_batch(&failure).status, 200);
     for i in 0..5 {
         let status = if i == 2 { "canceled" } else { "succeeded" };
-        assert_eq!(sidecar.post_batch(&trace(&format!("gen-{i}"), i, status)).status, 200);
+        assert_eq!(
+            sidecar
+                .post_batch(&trace(&format!("gen-{i}"), i, status))
+                .status,
+            200
+        );
     }
 
     // Newest first by default: fixtures are in 2026-11, generated in 2026-01.
@@ -63,7 +68,15 @@ fn list_filter_sort_paginate_get_and_export() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(
         ids(&list),
-        [FAILED_TRACE, OK_TRACE, "gen-4", "gen-3", "gen-2", "gen-1", "gen-0"]
+        [
+            FAILED_TRACE,
+            OK_TRACE,
+            "gen-4",
+            "gen-3",
+            "gen-2",
+            "gen-1",
+            "gen-0"
+        ]
     );
     assert_eq!(
         list["pagination"],
@@ -80,7 +93,10 @@ fn list_filter_sort_paginate_get_and_export() {
     assert_eq!(list["data"][0]["status"], "failed");
 
     // Filters.
-    assert_eq!(ids(&get(&sidecar, "/v1/traces?status=failed").1), [FAILED_TRACE]);
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?status=failed").1),
+        [FAILED_TRACE]
+    );
     assert_eq!(
         ids(&get(&sidecar, "/v1/traces?status=failed,canceled").1),
         [FAILED_TRACE, "gen-2"]
@@ -100,7 +116,10 @@ fn list_filter_sort_paginate_get_and_export() {
         page["pagination"],
         json!({"page": 2, "page_size": 3, "page_count": 3, "total_count": 7})
     );
-    assert_eq!(ids(&get(&sidecar, "/v1/traces?page=9&page_size=3").1), Vec::<String>::new());
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?page=9&page_size=3").1),
+        Vec::<String>::new()
+    );
 
     // One trace with its run tree, runs as received.
     let (status, detail) = get(&sidecar, &format!("/v1/traces/{OK_TRACE}"));
@@ -114,7 +133,12 @@ fn list_filter_sort_paginate_get_and_export() {
     assert_eq!(missing["error"]["code"], "not_found");
 
     // Export: the static segment wins over {trace_id}.
-    let r = sidecar.request("GET", "/v1/traces/export?status=failed,succeeded&page_size=500", &[], b"");
+    let r = sidecar.request(
+        "GET",
+        "/v1/traces/export?status=failed,succeeded&page_size=500",
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("content-disposition"),
@@ -144,7 +168,10 @@ fn bad_parameters_are_400_naming_the_parameter() {
             let (status, body) = get(&sidecar, &format!("{path}?{query}"));
             assert_eq!(status, 400, "{path}?{query}: {body}");
             assert_eq!(body["error"]["code"], "invalid_parameter");
-            assert!(body["error"]["details"].get(param).is_some(), "{query}: {body}");
+            assert!(
+                body["error"]["details"].get(param).is_some(),
+                "{query}: {body}"
+            );
         }
     }
 }
@@ -161,20 +188,34 @@ fn delivery_goes_pending_then_delivered_or_dead_lettered() {
     let mut collector = MockCollector::start();
     collector.stop();
     let sidecar = Sidecar::start(&collector.url(), KEY);
-    assert_eq!(sidecar.post_batch(&trace("held", 1, "succeeded")).status, 200);
+    assert_eq!(
+        sidecar.post_batch(&trace("held", 1, "succeeded")).status,
+        200
+    );
     assert_eq!(delivery(&sidecar, "held"), "pending");
     collector.resume();
-    wait_until("delivered", WAIT, || delivery(&sidecar, "held") == "delivered");
+    wait_until("delivered", WAIT, || {
+        delivery(&sidecar, "held") == "delivered"
+    });
 
     collector.push_response(MockResponse::status(400));
-    assert_eq!(sidecar.post_batch(&trace("rejected", 2, "succeeded")).status, 200);
+    assert_eq!(
+        sidecar
+            .post_batch(&trace("rejected", 2, "succeeded"))
+            .status,
+        200
+    );
     wait_until("dead-lettered", WAIT, || {
         delivery(&sidecar, "rejected") == "dead_lettered"
     });
     assert_eq!(delivery(&sidecar, "held"), "delivered");
     let (_, list) = get(&sidecar, "/v1/traces");
     assert_eq!(list["data"][0]["delivery"], "dead_lettered");
-    assert!(sidecar.metrics().contains("dynamiq_sidecar_query_traces_retained 2"));
+    assert!(
+        sidecar
+            .metrics()
+            .contains("dynamiq_sidecar_query_traces_retained 2")
+    );
 }
 
 #[test]
@@ -196,8 +237,14 @@ fn passthrough_forwards_get_with_the_sidecar_key_to_the_configured_host_only() {
     let requests = api.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].method, "GET");
-    assert_eq!(requests[0].path, "/api/v1/projects/p1/traces?limit=5&q=a%20b");
-    assert_eq!(requests[0].authorization(), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        requests[0].path,
+        "/api/v1/projects/p1/traces?limit=5&q=a%20b"
+    );
+    assert_eq!(
+        requests[0].authorization(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
 
     let r = sidecar.request("POST", "/api/v1/x", &[], b"{}");
     assert_eq!(r.status, 405);

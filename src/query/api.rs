@@ -62,12 +62,9 @@ impl Passthrough {
         request_timeout: Duration,
     ) -> Result<Self, String> {
         let base = reqwest::Url::parse(base_url).map_err(|e| e.to_string())?;
-        let client = crate::forward::client::build_http_client(
-            &base,
-            connect_timeout,
-            request_timeout,
-        )
-        .map_err(|e| e.to_string())?;
+        let client =
+            crate::forward::client::build_http_client(&base, connect_timeout, request_timeout)
+                .map_err(|e| e.to_string())?;
         Ok(Self { base, client, key })
     }
 
@@ -181,9 +178,8 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<ListParams, ApiError> 
                 }
             }
             "started_at:gte" | "started_at:lte" => {
-                let ns = parse_ns(value).ok_or_else(|| {
-                    invalid(name, format!("{value:?} is not an RFC 3339 time"))
-                })?;
+                let ns = parse_ns(value)
+                    .ok_or_else(|| invalid(name, format!("{value:?} is not an RFC 3339 time")))?;
                 if name.ends_with("gte") {
                     p.filter.started_gte = Some(ns);
                 } else {

@@ -95,6 +95,13 @@ fn string_of<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()
 }
 
+/// A time field: its text as received and its instant in ns since the epoch.
+fn time_of(raw: Option<&RawValue>) -> Option<(u64, String)> {
+    let text = string_of(raw)?;
+    let ns = parse_ns(&text)?;
+    Some((ns, text.into_owned()))
+}
+
 fn parse_fields(run: &[u8]) -> Option<RunFields<'_>> {
     serde_json::from_slice::<RunFields<'_>>(run).ok()
 }
@@ -176,11 +183,14 @@ impl Trace {
                 .any(|r| r.status.as_deref() == Some("failed"))
                 .then(|| "failed".to_string())
         });
-        let first_of = |f: fn(&RunEntry) -> Option<&String>| {
-            root.and_then(f)
-                .or_else(|| self.runs.iter().find_map(f))
-                .cloned()
-        };
+        let source_id = root
+            .and_then(|r| r.source_id.as_ref())
+            .or_else(|| self.runs.iter().find_map(|r| r.source_id.as_ref()))
+            .cloned();
+        let session_id = root
+            .and_then(|r| r.session_id.as_ref())
+            .or_else(|| self.runs.iter().find_map(|r| r.session_id.as_ref()))
+            .cloned();
         let start = self
             .runs
             .iter()
@@ -210,8 +220,8 @@ impl Trace {
         TraceSummary {
             id: self.id.clone(),
             name: root.and_then(|r| r.name.clone()),
-            source_id: first_of(|r| r.source_id.as_ref()),
-            session_id: first_of(|r| r.session_id.as_ref()),
+            source_id,
+            session_id,
             started_at: start.map(|(_, s)| s.clone()),
             ended_at: end.map(|(_, s)| s.clone()),
             status,
@@ -349,14 +359,13 @@ impl QueryIndex {
             let (Some(trace_id), Some(id)) = (string_of(f.trace_id), string_of(f.id)) else {
                 continue;
             };
-            let time = |raw| string_of(raw).and_then(|s| parse_ns(&s).map(|ns| (ns, s.into())));
             let entry = RunEntry {
                 id: id.into_owned(),
                 is_root: f.parent_run_id.is_none_or(|p| p.get() == "null"),
                 name: string_of(f.name).map(Cow::into_owned),
                 status: string_of(f.status).map(Cow::into_owned),
-                start: time(f.start_time),
-                end: time(f.end_time),
+                start: time_of(f.start_time),
+                end: time_of(f.end_time),
                 source_id: string_of(f.source_id).map(Cow::into_owned),
                 session_id: string_of(f.session_id).map(Cow::into_owned),
                 delivery: Delivery::Pending,
@@ -417,8 +426,10 @@ impl QueryIndex {
         let mut by_age = 0u64;
         let mut by_size = 0u64;
         while let Some((&stamp, id)) = inner.order.first_key_value() {
-            let trace = &inner.traces[id];
-            let expired = now.saturating_duration_since(trace.updated) > self.retention;
+            let expired = inner
+                .traces
+                .get(id)
+                .is_none_or(|t| now.saturating_duration_since(t.updated) > self.retention);
             let over = inner.bytes > self.max_bytes;
             if !expired && !over {
                 break;
@@ -460,17 +471,19 @@ impl QueryIndex {
         if keys.is_empty() {
             return;
         }
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         for key in keys {
-            let run = inner
-                .traces
-                .get_mut(&key.0)
-                .and_then(|t| t.by_id.get(&key.1).copied().map(|i| &mut t.runs[i]));
+            let mut run = None;
+            if let Some(t) = inner.traces.get_mut(&key.0)
+                && let Some(&i) = t.by_id.get(&key.1)
+            {
+                run = t.runs.get_mut(i);
+            }
             match run {
                 // A dead-lettered run stays so even if a copy is delivered later.
                 Some(run) => {
-                    if run.delivery != Delivery::DeadLettered || outcome == Delivery::DeadLettered
-                    {
+                    if run.delivery != Delivery::DeadLettered || outcome == Delivery::DeadLettered {
                         run.delivery = outcome;
                     }
                 }

@@ -7,7 +7,14 @@ use super::api::{parse_params, upstream_url};
 use super::*;
 use crate::model::envelope;
 
-fn run(id: &str, trace: &str, parent: Option<&str>, status: &str, start: &str, end: Option<&str>) -> Bytes {
+fn run(
+    id: &str,
+    trace: &str,
+    parent: Option<&str>,
+    status: &str,
+    start: &str,
+    end: Option<&str>,
+) -> Bytes {
     Bytes::from(
         json!({
             "id": id, "trace_id": trace, "parent_run_id": parent, "name": format!("name-{id}"),
@@ -60,7 +67,10 @@ fn ended_at_is_null_while_a_run_is_open_and_latest_version_wins() {
     assert_eq!(d.summary.runs, 2);
     assert_eq!(d.summary.ended_at.as_deref(), Some(T2));
     assert!(String::from_utf8_lossy(&d.runs[1]).contains("\"succeeded\""));
-    assert_eq!(ix.bytes(), d.runs.iter().map(|r| r.len() as u64).sum::<u64>());
+    assert_eq!(
+        ix.bytes(),
+        d.runs.iter().map(|r| r.len() as u64).sum::<u64>()
+    );
     assert!(ix.bytes() >= before);
 }
 
@@ -106,9 +116,15 @@ fn delivery_moves_from_pending_to_delivered_or_dead_lettered() {
     ix.ingest_runs([u.clone()]);
     assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Pending);
     ix.mark_dead_lettered(&[&u]);
-    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::DeadLettered);
+    assert_eq!(
+        ix.get("t").unwrap().summary.delivery,
+        Delivery::DeadLettered
+    );
     ix.mark_delivered(&[&u]);
-    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::DeadLettered);
+    assert_eq!(
+        ix.get("t").unwrap().summary.delivery,
+        Delivery::DeadLettered
+    );
 }
 
 #[test]
@@ -164,7 +180,13 @@ fn eviction_by_age() {
     );
 }
 
-fn starts(ix: &QueryIndex, filter: &Filter, sort: Sort, page: usize, size: usize) -> (Vec<String>, usize) {
+fn starts(
+    ix: &QueryIndex,
+    filter: &Filter,
+    sort: Sort,
+    page: usize,
+    size: usize,
+) -> (Vec<String>, usize) {
     let (items, total) = ix.list(filter, sort, page, size);
     (items.into_iter().map(|s| s.id).collect(), total)
 }
@@ -178,24 +200,47 @@ fn filters_sort_and_pagination() {
         ix.ingest_runs([run("r", &format!("t{i}"), None, status, &start, None)]);
     }
     let all = Filter::default();
-    assert_eq!(starts(&ix, &all, Sort::StartedAtDesc, 1, 3), (vec!["t6".into(), "t5".into(), "t4".into()], 7));
-    assert_eq!(starts(&ix, &all, Sort::StartedAtDesc, 3, 3), (vec!["t0".into()], 7));
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtDesc, 1, 3),
+        (vec!["t6".into(), "t5".into(), "t4".into()], 7)
+    );
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtDesc, 3, 3),
+        (vec!["t0".into()], 7)
+    );
     assert_eq!(starts(&ix, &all, Sort::StartedAtDesc, 4, 3), (vec![], 7));
-    assert_eq!(starts(&ix, &all, Sort::StartedAtAsc, 1, 2), (vec!["t0".into(), "t1".into()], 7));
-    let failed = Filter { statuses: vec!["failed".into()], ..Filter::default() };
-    assert_eq!(starts(&ix, &failed, Sort::StartedAtAsc, 1, 50).0, vec!["t1", "t3", "t5"]);
-    let both = Filter { statuses: vec!["failed".into(), "succeeded".into()], ..Filter::default() };
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtAsc, 1, 2),
+        (vec!["t0".into(), "t1".into()], 7)
+    );
+    let failed = Filter {
+        statuses: vec!["failed".into()],
+        ..Filter::default()
+    };
+    assert_eq!(
+        starts(&ix, &failed, Sort::StartedAtAsc, 1, 50).0,
+        vec!["t1", "t3", "t5"]
+    );
+    let both = Filter {
+        statuses: vec!["failed".into(), "succeeded".into()],
+        ..Filter::default()
+    };
     assert_eq!(starts(&ix, &both, Sort::StartedAtAsc, 1, 50).1, 7);
     let range = Filter {
         started_gte: parse_ns("2026-01-01T00:00:02Z"),
         started_lte: parse_ns("2026-01-01T00:00:04Z"),
         ..Filter::default()
     };
-    assert_eq!(starts(&ix, &range, Sort::StartedAtAsc, 1, 50).0, vec!["t2", "t3", "t4"]);
+    assert_eq!(
+        starts(&ix, &range, Sort::StartedAtAsc, 1, 50).0,
+        vec!["t2", "t3", "t4"]
+    );
 }
 
 fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-    q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    q.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[test]
@@ -224,14 +269,20 @@ fn parameters_are_validated_and_named() {
     ]))
     .unwrap();
     assert_eq!(p.filter.statuses, vec!["failed", "canceled"]);
-    assert_eq!((p.page, p.page_size, p.sort), (2, Some(500), Sort::StartedAtAsc));
+    assert_eq!(
+        (p.page, p.page_size, p.sort),
+        (2, Some(500), Sort::StartedAtAsc)
+    );
 }
 
 #[test]
 fn the_passthrough_url_never_leaves_the_configured_origin() {
     let base = reqwest::Url::parse("https://api.example.com").unwrap();
     let ok = upstream_url(&base, "/api/v1/traces", Some("a=1&b=%20x")).unwrap();
-    assert_eq!(ok.as_str(), "https://api.example.com/api/v1/traces?a=1&b=%20x");
+    assert_eq!(
+        ok.as_str(),
+        "https://api.example.com/api/v1/traces?a=1&b=%20x"
+    );
     let prefixed = reqwest::Url::parse("http://127.0.0.1:9000/base/").unwrap();
     assert_eq!(
         upstream_url(&prefixed, "/api/x", None).unwrap().as_str(),
