@@ -274,3 +274,39 @@ fn passthrough_forwards_get_with_the_sidecar_key_to_the_configured_host_only() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
 }
+
+/// Scenario: OTLP/JSON spans posted to `/v1/traces`. Guarantees: the runs they become are
+/// indexed like Dynamiq runs (one trace per OTLP trace, every span a run).
+#[test]
+fn otlp_spans_are_indexed_as_runs() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::start(&collector.url(), KEY);
+    let body = std::fs::read(format!(
+        "{}/tests/fixtures/otlp/genai-semconv.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let r = sidecar.request(
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, list) = get(&sidecar, "/v1/traces");
+    assert_eq!(list["pagination"]["total_count"], 3, "{list}");
+    let runs: u64 = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["runs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(runs, 12);
+    let first = list["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, detail) = get(&sidecar, &format!("/v1/traces/{first}"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        detail["data"]["runs"].as_array().unwrap().len() as u64,
+        list["data"][0]["runs"].as_u64().unwrap()
+    );
+}
