@@ -29,6 +29,8 @@ use crate::convert::SpanConvertOptions;
 use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::forward::{ForwardError, Forwarder};
 use crate::outputs::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
+use crate::query::QueryIndex;
+use crate::query::api::{Passthrough, QueryState};
 use crate::receivers::auth::InboundAuth;
 use crate::receivers::error::ApiError;
 use crate::receivers::http::{ServeLimits, serve};
@@ -91,9 +93,10 @@ impl EnvSecrets {
     }
 }
 
-/// The whole HTTP surface: ingest plus admin, with a JSON 404.
-pub fn router(ingest: IngestState, admin: AdminState) -> Router {
+/// The whole HTTP surface: ingest, the query API, admin, with a JSON 404.
+pub fn router(ingest: IngestState, query: QueryState, admin: AdminState) -> Router {
     receivers::router(ingest)
+        .merge(crate::query::api::router(query))
         .merge(admin::router(admin))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -153,6 +156,18 @@ pub async fn run_with(
         );
     }
     let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?;
+    let query_index = Arc::new(QueryIndex::new(
+        config.query.max_bytes,
+        config.query.retention,
+        &mut registry,
+    ));
+    let passthrough = Passthrough::new(
+        &config.query.upstream_url,
+        key.clone(),
+        config.upstream.connect_timeout,
+        config.upstream.request_timeout,
+    )
+    .map_err(ForwardError::Client)?;
     let forwarder = Forwarder::new(
         &config.upstream,
         &config.forward,
@@ -162,7 +177,8 @@ pub async fn run_with(
         readiness.clone(),
         &mut registry,
     )?
-    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path));
+    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path))
+    .with_delivery_observer(query_index.clone());
     let otlp_output = match &config.outputs.otlp {
         Some(otlp) => Some(OtlpOutput::new(
             otlp,
@@ -170,6 +186,11 @@ pub async fn run_with(
             &mut registry,
         )?),
         None => None,
+    };
+    let query = QueryState {
+        index: query_index.clone(),
+        auth: inbound.clone(),
+        passthrough: Arc::new(passthrough),
     };
     let ingest = IngestState {
         buffer: buffer.clone(),
@@ -182,6 +203,7 @@ pub async fn run_with(
         span_options: Arc::new(SpanConvertOptions {
             default_source_id: config.ingest.otlp_source_id.clone(),
         }),
+        query: Some(query_index),
     };
     let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
         .await
@@ -227,7 +249,13 @@ pub async fn run_with(
         header_timeout: config.ingest.request_timeout,
         grace: config.ingest.request_timeout,
     };
-    serve(listener, router(ingest, admin), limits, shutdown.clone()).await;
+    serve(
+        listener,
+        router(ingest, query, admin),
+        limits,
+        shutdown.clone(),
+    )
+    .await;
     match tokio::time::timeout(limits.grace, grpc_task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "the OTLP/gRPC listener failed"),

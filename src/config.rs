@@ -452,6 +452,8 @@ pub struct QueryConfig {
     /// How long traces stay visible locally.
     #[serde(with = "duration_str")]
     pub retention: Duration,
+    /// Most run JSON bytes the in-memory trace index keeps (oldest traces are evicted first).
+    pub max_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -459,6 +461,7 @@ impl Default for QueryConfig {
         Self {
             upstream_url: "https://api.getdynamiq.ai".into(),
             retention: Duration::from_secs(24 * 3600),
+            max_bytes: 64 * 1024 * 1024,
         }
     }
 }

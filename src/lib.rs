@@ -24,6 +24,7 @@
 //! - [`secret`]: the access key (redacted everywhere) and its file watcher.
 //! - [`admin`]: readiness latches and the metrics registry.
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
+//! - [`query`]: the in-memory trace index, the query API and the `/api/*` passthrough.
 //! - [`cli`], [`tools`]: the command line and the offline buffer tools.
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod convert;
 pub mod forward;
 pub mod model;
 pub mod outputs;
+pub mod query;
 pub mod receivers;
 pub mod secret;
 pub mod tools;

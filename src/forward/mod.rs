@@ -53,6 +53,7 @@ mod tests;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
@@ -63,6 +64,7 @@ use crate::admin::readiness::{Latch, Readiness};
 use crate::buffer::{BufferError, Reader, Record};
 use crate::config::{AuthMode, ForwardConfig, UpstreamConfig};
 use crate::model::envelope;
+use crate::query::{Delivery, DeliveryObserver};
 use crate::secret::{KeyProvider, Secret};
 use batch::{Item, Piece};
 use client::{ClientError, Outcome, UpstreamClient};
@@ -203,6 +205,8 @@ pub struct Forwarder<S: BatchSource = Reader> {
     /// Where the dedup memory is saved at the end of [`run`](Self::run), if anywhere.
     dedup_snapshot: Option<PathBuf>,
     upstream_url: String,
+    /// Told which runs were delivered or dead-lettered (the local trace index).
+    observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Forwarder<Reader> {
@@ -261,7 +265,21 @@ impl<S: BatchSource> Forwarder<S> {
             dedup: Dedup::new(forward.dedup_entries),
             dedup_snapshot: None,
             upstream_url: upstream.url.clone(),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` which runs the collector accepted (or that were suppressed as already
+    /// delivered) and which were dead-lettered. Called after the fact; it cannot affect delivery.
+    pub fn with_delivery_observer(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, outcome: Delivery, items: &[Item]) {
+        if let Some(observer) = &self.observer {
+            observer.runs_resolved(outcome, &mut items.iter().map(|i| i.run.as_ref()));
+        }
     }
 
     /// Keeps the duplicate-suppression memory in `path` across restarts: loads it now (a
@@ -392,6 +410,7 @@ impl<S: BatchSource> Forwarder<S> {
         let dedup_on = self.dedup.enabled();
         let mut in_batch: HashSet<dedup::Fingerprint> = HashSet::new();
         let (mut suppressed, mut saved) = (0u64, 0u64);
+        let mut suppressed_runs: Vec<bytes::Bytes> = Vec::new();
         for record in records {
             match envelope::decode(&record.payload) {
                 Ok(env) => {
@@ -408,6 +427,9 @@ impl<S: BatchSource> Forwarder<S> {
                     {
                         suppressed += 1;
                         saved += env.run.len() as u64 + 1;
+                        if self.observer.is_some() {
+                            suppressed_runs.push(env.run);
+                        }
                         continue;
                     }
                     items.push(Item {
@@ -422,6 +444,14 @@ impl<S: BatchSource> Forwarder<S> {
                     tracing::error!(seq = record.seq, error = %e, "buffer record cannot be decoded; skipping it");
                 }
             }
+        }
+        if let Some(observer) = &self.observer
+            && !suppressed_runs.is_empty()
+        {
+            observer.runs_resolved(
+                Delivery::Delivered,
+                &mut suppressed_runs.iter().map(|r| r.as_ref()),
+            );
         }
         if suppressed > 0 {
             self.metrics.dedup_suppressed_runs.inc_by(suppressed);
@@ -589,6 +619,7 @@ impl<S: BatchSource> Forwarder<S> {
                     self.metrics.bytes.inc_by(body_len as u64);
                     self.metrics.wire_bytes.inc_by(body.bytes.len() as u64);
                     self.remember_delivered(chunk);
+                    self.observe(Delivery::Delivered, chunk);
                     self.link_ok();
                     return Ok(Resolution::Done);
                 }
@@ -711,6 +742,7 @@ impl<S: BatchSource> Forwarder<S> {
             tracing::info!("dead-letter store writable again");
         }
         self.metrics.dead_letters(reason, items.len() as u64);
+        self.observe(Delivery::DeadLettered, items);
         Ok(())
     }
 

@@ -47,6 +47,8 @@ pub struct IngestState {
     pub metrics: IngestMetrics,
     /// How OTLP spans become runs.
     pub span_options: Arc<SpanConvertOptions>,
+    /// The local trace index, fed after each successful append (`None`: not indexed).
+    pub query: Option<Arc<crate::query::QueryIndex>>,
 }
 
 /// The ingest routes (without the admin routes; see [`crate::app::router`]).

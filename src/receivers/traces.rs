@@ -204,12 +204,19 @@ async fn ingest_runs(
 
 /// Appends encoded runs to the buffer as one unit; answers once they are durable.
 pub async fn store(state: &IngestState, payloads: Vec<Bytes>) -> Result<(), ApiError> {
+    // Cheap: `Bytes` clones share the runs' memory.
+    let indexed = state.query.as_ref().map(|_| payloads.clone());
     let result = state.buffer.append(payloads).await;
     state
         .readiness
         .set(Latch::BufferWritable, state.buffer.is_writable());
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let (Some(index), Some(payloads)) = (&state.query, indexed) {
+                index.ingest_envelopes(&payloads);
+            }
+            Ok(())
+        }
         Err(AppendError::Full { retry_after }) => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "buffer_full",

@@ -1,0 +1,307 @@
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::api::{parse_params, upstream_url};
+use super::*;
+use crate::model::envelope;
+
+fn run(
+    id: &str,
+    trace: &str,
+    parent: Option<&str>,
+    status: &str,
+    start: &str,
+    end: Option<&str>,
+) -> Bytes {
+    Bytes::from(
+        json!({
+            "id": id, "trace_id": trace, "parent_run_id": parent, "name": format!("name-{id}"),
+            "status": status, "start_time": start, "end_time": end,
+            "source_id": format!("src-{trace}"), "session_id": "sess",
+        })
+        .to_string(),
+    )
+}
+
+fn index() -> QueryIndex {
+    QueryIndex::unregistered(1 << 30, Duration::from_secs(3600))
+}
+
+const T0: &str = "2026-01-01T00:00:00+00:00";
+const T1: &str = "2026-01-01T00:00:01.5+00:00";
+const T2: &str = "2026-01-01T00:00:02Z";
+
+#[test]
+fn summary_uses_the_root_and_the_time_range() {
+    let ix = index();
+    ix.ingest_runs([
+        run("c", "t", Some("r"), "succeeded", T1, Some(T2)),
+        run("r", "t", None, "succeeded", T0, Some(T1)),
+    ]);
+    let d = ix.get("t").unwrap();
+    let s = d.summary;
+    assert_eq!(s.name.as_deref(), Some("name-r"));
+    assert_eq!(s.status.as_deref(), Some("succeeded"));
+    assert_eq!(s.started_at.as_deref(), Some(T0));
+    assert_eq!(s.ended_at.as_deref(), Some(T2));
+    assert_eq!(s.source_id.as_deref(), Some("src-t"));
+    assert_eq!(s.session_id.as_deref(), Some("sess"));
+    assert_eq!(s.runs, 2);
+    assert_eq!(s.delivery, Delivery::Pending);
+    assert_eq!(d.runs.len(), 2);
+}
+
+#[test]
+fn ended_at_is_null_while_a_run_is_open_and_latest_version_wins() {
+    let ix = index();
+    ix.ingest_runs([
+        run("r", "t", None, "succeeded", T0, Some(T1)),
+        run("c", "t", Some("r"), "running", T0, None),
+    ]);
+    assert_eq!(ix.get("t").unwrap().summary.ended_at, None);
+    let before = ix.bytes();
+    ix.ingest_runs([run("c", "t", Some("r"), "succeeded", T0, Some(T2))]);
+    let d = ix.get("t").unwrap();
+    assert_eq!(d.summary.runs, 2);
+    assert_eq!(d.summary.ended_at.as_deref(), Some(T2));
+    assert!(String::from_utf8_lossy(&d.runs[1]).contains("\"succeeded\""));
+    assert_eq!(
+        ix.bytes(),
+        d.runs.iter().map(|r| r.len() as u64).sum::<u64>()
+    );
+    assert!(ix.bytes() >= before);
+}
+
+#[test]
+fn without_a_root_the_first_run_names_it_and_any_failure_fails_it() {
+    let ix = index();
+    let mut a: serde_json::Value =
+        serde_json::from_slice(&run("a", "t", Some("x"), "", T0, Some(T1))).unwrap();
+    a["status"] = serde_json::Value::Null;
+    ix.ingest_runs([
+        Bytes::from(a.to_string()),
+        run("b", "t", Some("a"), "failed", T1, Some(T2)),
+    ]);
+    let s = ix.get("t").unwrap().summary;
+    assert_eq!(s.name.as_deref(), Some("name-a"));
+    assert_eq!(s.status.as_deref(), Some("failed"));
+}
+
+#[test]
+fn envelopes_runs_without_ids_and_garbage_are_handled() {
+    let ix = index();
+    ix.ingest_envelopes(&[
+        envelope::encode_run(&run("r", "t", None, "succeeded", T0, Some(T1)), Some("k")),
+        envelope::encode_run(br#"{"id":"x"}"#, None),
+        envelope::encode_run(b"not json", None),
+        Bytes::from_static(b"\x09"),
+    ]);
+    assert_eq!(ix.len(), 1);
+    assert_eq!(ix.get("t").unwrap().summary.runs, 1);
+}
+
+#[test]
+fn delivery_moves_from_pending_to_delivered_or_dead_lettered() {
+    let ix = index();
+    let r = run("r", "t", None, "succeeded", T0, Some(T1));
+    let c = run("c", "t", Some("r"), "succeeded", T0, Some(T1));
+    ix.ingest_runs([r.clone(), c.clone()]);
+    ix.mark_delivered(&[&r]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Pending);
+    ix.mark_delivered(&[&c]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+    let u = run("u", "t", Some("r"), "failed", T0, Some(T1));
+    ix.ingest_runs([u.clone()]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Pending);
+    ix.mark_dead_lettered(&[&u]);
+    assert_eq!(
+        ix.get("t").unwrap().summary.delivery,
+        Delivery::DeadLettered
+    );
+    ix.mark_delivered(&[&u]);
+    assert_eq!(
+        ix.get("t").unwrap().summary.delivery,
+        Delivery::DeadLettered
+    );
+}
+
+#[test]
+fn a_delivery_reported_before_indexing_is_applied() {
+    let ix = index();
+    let r = run("r", "t", None, "succeeded", T0, Some(T1));
+    ix.mark_delivered(&[&r]);
+    ix.ingest_runs([r]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+}
+
+#[test]
+fn eviction_by_bytes_drops_the_least_recently_updated_traces() {
+    let one = run("r", "t0", None, "succeeded", T0, Some(T1)).len() as u64;
+    let ix = QueryIndex::unregistered(one * 3 + 10, Duration::from_secs(3600));
+    for i in 0..5 {
+        ix.ingest_runs([run("r", &format!("t{i}"), None, "succeeded", T0, Some(T1))]);
+    }
+    assert_eq!(ix.len(), 3);
+    assert!(ix.get("t0").is_none() && ix.get("t1").is_none());
+    assert!(ix.get("t2").is_some() && ix.get("t4").is_some());
+    assert!(ix.bytes() <= one * 3 + 10);
+    assert_eq!(
+        ix.metrics
+            .evictions
+            .get_or_create(&metrics::EvictionLabels { reason: "bytes" })
+            .get(),
+        2
+    );
+    assert_eq!(ix.metrics.traces.get(), 3);
+}
+
+#[test]
+fn eviction_by_age() {
+    let ix = QueryIndex::unregistered(1 << 30, Duration::from_secs(60));
+    let now = Instant::now();
+    ix.ingest_runs_at([run("r", "old", None, "succeeded", T0, Some(T1))], now);
+    ix.ingest_runs_at(
+        [run("r", "new", None, "succeeded", T0, Some(T1))],
+        now + Duration::from_secs(50),
+    );
+    let later = now + Duration::from_secs(70);
+    let (all, total) = ix.list_at(&Filter::default(), Sort::default(), 1, 50, later);
+    assert_eq!(total, 1);
+    assert_eq!(all[0].id, "new");
+    assert!(ix.get_at("old", later).is_none());
+    assert_eq!(
+        ix.metrics
+            .evictions
+            .get_or_create(&metrics::EvictionLabels { reason: "age" })
+            .get(),
+        1
+    );
+}
+
+fn starts(
+    ix: &QueryIndex,
+    filter: &Filter,
+    sort: Sort,
+    page: usize,
+    size: usize,
+) -> (Vec<String>, usize) {
+    let (items, total) = ix.list(filter, sort, page, size);
+    (items.into_iter().map(|s| s.id).collect(), total)
+}
+
+#[test]
+fn filters_sort_and_pagination() {
+    let ix = index();
+    for i in 0..7 {
+        let status = if i % 2 == 0 { "succeeded" } else { "failed" };
+        let start = format!("2026-01-01T00:00:0{i}Z");
+        ix.ingest_runs([run("r", &format!("t{i}"), None, status, &start, None)]);
+    }
+    let all = Filter::default();
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtDesc, 1, 3),
+        (vec!["t6".into(), "t5".into(), "t4".into()], 7)
+    );
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtDesc, 3, 3),
+        (vec!["t0".into()], 7)
+    );
+    assert_eq!(starts(&ix, &all, Sort::StartedAtDesc, 4, 3), (vec![], 7));
+    assert_eq!(
+        starts(&ix, &all, Sort::StartedAtAsc, 1, 2),
+        (vec!["t0".into(), "t1".into()], 7)
+    );
+    let failed = Filter {
+        statuses: vec!["failed".into()],
+        ..Filter::default()
+    };
+    assert_eq!(
+        starts(&ix, &failed, Sort::StartedAtAsc, 1, 50).0,
+        vec!["t1", "t3", "t5"]
+    );
+    let both = Filter {
+        statuses: vec!["failed".into(), "succeeded".into()],
+        ..Filter::default()
+    };
+    assert_eq!(starts(&ix, &both, Sort::StartedAtAsc, 1, 50).1, 7);
+    let range = Filter {
+        started_gte: parse_ns("2026-01-01T00:00:02Z"),
+        started_lte: parse_ns("2026-01-01T00:00:04Z"),
+        ..Filter::default()
+    };
+    assert_eq!(
+        starts(&ix, &range, Sort::StartedAtAsc, 1, 50).0,
+        vec!["t2", "t3", "t4"]
+    );
+}
+
+fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+    q.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn parameters_are_validated_and_named() {
+    for (name, value) in [
+        ("status", "done"),
+        ("started_at:gte", "yesterday"),
+        ("started_at:lte", "2026-13-01T00:00:00Z"),
+        ("page", "0"),
+        ("page", "x"),
+        ("page_size", "0"),
+        ("page_size", "501"),
+        ("sort", "name"),
+    ] {
+        let e = parse_params(&pairs(&[(name, value)])).unwrap_err();
+        assert_eq!(e.status.as_u16(), 400, "{name}={value}");
+        assert!(e.details.contains_key(name), "{name}={value}: {e:?}");
+        assert!(e.message.contains(name));
+    }
+    let p = parse_params(&pairs(&[
+        ("status", "failed,canceled"),
+        ("page", "2"),
+        ("page_size", "500"),
+        ("sort", "started_at"),
+        ("other", "ignored"),
+    ]))
+    .unwrap();
+    assert_eq!(p.filter.statuses, vec!["failed", "canceled"]);
+    assert_eq!(
+        (p.page, p.page_size, p.sort),
+        (2, Some(500), Sort::StartedAtAsc)
+    );
+}
+
+#[test]
+fn the_passthrough_url_never_leaves_the_configured_origin() {
+    let base = reqwest::Url::parse("https://api.example.com").unwrap();
+    let ok = upstream_url(&base, "/api/v1/traces", Some("a=1&b=%20x")).unwrap();
+    assert_eq!(
+        ok.as_str(),
+        "https://api.example.com/api/v1/traces?a=1&b=%20x"
+    );
+    let prefixed = reqwest::Url::parse("http://127.0.0.1:9000/base/").unwrap();
+    assert_eq!(
+        upstream_url(&prefixed, "/api/x", None).unwrap().as_str(),
+        "http://127.0.0.1:9000/base/api/x"
+    );
+    for bad in [
+        "//evil.com",
+        "/api//evil.com",
+        "/api/@evil.com",
+        "/api/..%2f..",
+        "/api/%2e%2e/x",
+        "/api/../x",
+        "/api/./x",
+        "/api/http://evil.com",
+        "/api/x%2F..%2Fy",
+        "/api\\evil.com",
+        "/api/%40evil.com",
+        "/other",
+    ] {
+        assert!(upstream_url(&base, bad, None).is_err(), "{bad}");
+    }
+}

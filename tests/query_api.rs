@@ -1,0 +1,312 @@
+//! Local trace index and query API (CONTRACT §6): listing with filters, sort and pagination,
+//! one trace's run tree, export, delivery state, parameter errors, and the `/api/*`
+//! passthrough that only ever reaches `query.upstream_url` with the sidecar's key.
+//! The real binary, a mock collector on loopback (also used as the "API" upstream).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::batches;
+use support::{MockCollector, MockResponse, Sidecar, wait_until};
+
+const KEY: &str = "sk-query-test-key-5d1e";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn get(sidecar: &Sidecar, path: &str) -> (u16, Value) {
+    let r = sidecar.request("GET", path, &[], b"");
+    (r.status, r.json())
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data in {list}"))
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A one-run trace `id` starting at second `sec`.
+fn trace(id: &str, sec: u32, status: &str) -> Value {
+    let mut run = batches::run(&format!("{id}-root"), id);
+    run["start_time"] = json!(format!("2026-01-01T00:00:{sec:02}+00:00"));
+    run["end_time"] = json!(format!("2026-01-01T00:00:{sec:02}.5+00:00"));
+    run["status"] = json!(status);
+    json!({ "runs": [run] })
+}
+
+const OK_TRACE: &str = "217f4289-aab5-48c6-ae28-2bface088d13";
+const FAILED_TRACE: &str = "a2cee7db-5362-4b05-a61d-f345587335fd";
+
+#[test]
+fn list_filter_sort_paginate_get_and_export() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::start(&collector.url(), KEY);
+    let success = fixture("workflow-success.json");
+    let failure = fixture("workflow-node-failure.json");
+    assert_eq!(sidecar.post_batch(&success).status, 200);
+    assert_eq!(sidecar.post_batch(&failure).status, 200);
+    for i in 0..5 {
+        let status = if i == 2 { "canceled" } else { "succeeded" };
+        assert_eq!(
+            sidecar
+                .post_batch(&trace(&format!("gen-{i}"), i, status))
+                .status,
+            200
+        );
+    }
+
+    // Newest first by default: fixtures are in 2026-11, generated in 2026-01.
+    let (status, list) = get(&sidecar, "/v1/traces");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        ids(&list),
+        [
+            FAILED_TRACE,
+            OK_TRACE,
+            "gen-4",
+            "gen-3",
+            "gen-2",
+            "gen-1",
+            "gen-0"
+        ]
+    );
+    assert_eq!(
+        list["pagination"],
+        json!({"page": 1, "page_size": 50, "page_count": 1, "total_count": 7})
+    );
+    let ok = &list["data"][1];
+    assert_eq!(ok["name"], "Workflow");
+    assert_eq!(ok["status"], "succeeded");
+    assert_eq!(ok["runs"], 6);
+    assert_eq!(ok["source_id"], "4bf21bdb-f976-4d7a-9dcb-23ef60f2d914");
+    assert_eq!(ok["session_id"], "f6692af0-4ea7-49fa-b6ca-c0eafd9d51f0");
+    assert_eq!(ok["started_at"], "2026-11-24T08:15:38.271234+00:00");
+    assert_eq!(ok["ended_at"], "2026-11-24T08:15:38.776932+00:00");
+    assert_eq!(list["data"][0]["status"], "failed");
+
+    // Filters.
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?status=failed").1),
+        [FAILED_TRACE]
+    );
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?status=failed,canceled").1),
+        [FAILED_TRACE, "gen-2"]
+    );
+    assert_eq!(
+        ids(&get(
+            &sidecar,
+            "/v1/traces?started_at:gte=2026-01-01T00:00:01Z&started_at:lte=2026-01-01T00:00:03%2B00:00"
+        )
+        .1),
+        ["gen-3", "gen-2", "gen-1"]
+    );
+    // Sort and pagination.
+    let (_, page) = get(&sidecar, "/v1/traces?sort=started_at&page=2&page_size=3");
+    assert_eq!(ids(&page), ["gen-3", "gen-4", OK_TRACE]);
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 2, "page_size": 3, "page_count": 3, "total_count": 7})
+    );
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?page=9&page_size=3").1),
+        Vec::<String>::new()
+    );
+
+    // One trace with its run tree, runs as received.
+    let (status, detail) = get(&sidecar, &format!("/v1/traces/{OK_TRACE}"));
+    assert_eq!(status, 200);
+    let runs = detail["data"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs, success["runs"].as_array().unwrap());
+    assert_eq!(detail["data"]["name"], "Workflow");
+    let (status, missing) = get(&sidecar, "/v1/traces/no-such-trace");
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "not_found");
+
+    // Export: the static segment wins over {trace_id}.
+    let r = sidecar.request(
+        "GET",
+        "/v1/traces/export?status=failed,succeeded&page_size=500",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"traces.json\"")
+    );
+    let exported = r.json();
+    let exported = exported.as_array().unwrap();
+    assert_eq!(exported.len(), 6);
+    assert_eq!(exported[0]["id"], FAILED_TRACE);
+    assert_eq!(exported[0]["runs"], failure["runs"]);
+}
+
+#[test]
+fn bad_parameters_are_400_naming_the_parameter() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::start(&collector.url(), KEY);
+    for (query, param) in [
+        ("status=done", "status"),
+        ("started_at:gte=yesterday", "started_at:gte"),
+        ("started_at:lte=2026-01-01", "started_at:lte"),
+        ("page=0", "page"),
+        ("page_size=501", "page_size"),
+        ("page_size=0", "page_size"),
+        ("sort=name", "sort"),
+    ] {
+        for path in ["/v1/traces", "/v1/traces/export"] {
+            let (status, body) = get(&sidecar, &format!("{path}?{query}"));
+            assert_eq!(status, 400, "{path}?{query}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_parameter");
+            assert!(
+                body["error"]["details"].get(param).is_some(),
+                "{query}: {body}"
+            );
+        }
+    }
+}
+
+fn delivery(sidecar: &Sidecar, trace: &str) -> String {
+    get(sidecar, &format!("/v1/traces/{trace}")).1["data"]["delivery"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn delivery_goes_pending_then_delivered_or_dead_lettered() {
+    let mut collector = MockCollector::start();
+    collector.stop();
+    let sidecar = Sidecar::start(&collector.url(), KEY);
+    assert_eq!(
+        sidecar.post_batch(&trace("held", 1, "succeeded")).status,
+        200
+    );
+    assert_eq!(delivery(&sidecar, "held"), "pending");
+    collector.resume();
+    wait_until("delivered", WAIT, || {
+        delivery(&sidecar, "held") == "delivered"
+    });
+
+    collector.push_response(MockResponse::status(400));
+    assert_eq!(
+        sidecar
+            .post_batch(&trace("rejected", 2, "succeeded"))
+            .status,
+        200
+    );
+    wait_until("dead-lettered", WAIT, || {
+        delivery(&sidecar, "rejected") == "dead_lettered"
+    });
+    assert_eq!(delivery(&sidecar, "held"), "delivered");
+    let (_, list) = get(&sidecar, "/v1/traces");
+    assert_eq!(list["data"][0]["delivery"], "dead_lettered");
+    assert!(
+        sidecar
+            .metrics()
+            .contains("dynamiq_sidecar_query_traces_retained 2")
+    );
+}
+
+#[test]
+fn passthrough_forwards_get_with_the_sidecar_key_to_the_configured_host_only() {
+    let collector = MockCollector::start();
+    let api = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.upstream_url", api.url())
+        .start();
+    let r = sidecar.request(
+        "GET",
+        "/api/v1/projects/p1/traces?limit=5&q=a%20b",
+        &[("Authorization", "Bearer client-value")],
+        b"",
+    );
+    // The mock answers 404 with JSON for anything but POST /v1/traces: relayed as is.
+    assert_eq!(r.status, 404, "{}", r.text());
+    let requests = api.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "GET");
+    assert_eq!(
+        requests[0].path,
+        "/api/v1/projects/p1/traces?limit=5&q=a%20b"
+    );
+    assert_eq!(
+        requests[0].authorization(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+
+    let r = sidecar.request("POST", "/api/v1/x", &[], b"{}");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+
+    for path in [
+        "/api//evil.com/x",
+        "/api/@evil.com",
+        "/api/..%2f..%2fadmin",
+        "/api/%2e%2e/admin",
+        "/api/x/../../admin",
+        "/api/http:%2f%2fevil.com",
+        "/api/%40evil.com",
+        "/api/x%5c..%5cy",
+    ] {
+        let r = sidecar.request("GET", path, &[], b"");
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_path", "{path}");
+    }
+    assert_eq!(api.requests().len(), 1, "the upstream was contacted again");
+    assert!(!sidecar.logs().contains(KEY), "the key was logged");
+
+    // Upstream unreachable: 502 JSON.
+    let mut api = api;
+    api.stop();
+    let r = sidecar.request("GET", "/api/v1/x", &[], b"");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
+}
+
+/// Scenario: OTLP/JSON spans posted to `/v1/traces`. Guarantees: the runs they become are
+/// indexed like Dynamiq runs (one trace per OTLP trace, every span a run).
+#[test]
+fn otlp_spans_are_indexed_as_runs() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::start(&collector.url(), KEY);
+    let body = std::fs::read(format!(
+        "{}/tests/fixtures/otlp/genai-semconv.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let r = sidecar.request(
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, list) = get(&sidecar, "/v1/traces");
+    assert_eq!(list["pagination"]["total_count"], 3, "{list}");
+    let runs: u64 = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["runs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(runs, 12);
+    let first = list["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, detail) = get(&sidecar, &format!("/v1/traces/{first}"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        detail["data"]["runs"].as_array().unwrap().len() as u64,
+        list["data"][0]["runs"].as_u64().unwrap()
+    );
+}
