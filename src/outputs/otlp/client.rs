@@ -1,0 +1,169 @@
+//! The connection to the OTLP backend: the `http/protobuf` URL and client with its headers, or
+//! the gRPC channel with its metadata.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+
+use super::classify::{Verdict, classify_grpc, classify_http};
+use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
+use crate::config::{OtlpOutputConfig, OtlpProtocol};
+use crate::forward::client::{build_http_client, read_response, transport};
+
+/// The full OTLP/HTTP URL: `endpoint` as is when it has a path, else `endpoint + /v1/traces`.
+pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| OtlpOutputError::Config(format!("endpoint {endpoint:?}: {e}")))?;
+    if url.path().is_empty() || url.path() == "/" {
+        let joined = format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'));
+        return reqwest::Url::parse(&joined)
+            .map_err(|e| OtlpOutputError::Config(format!("endpoint {endpoint:?}: {e}")));
+    }
+    Ok(url)
+}
+
+pub(super) enum Client {
+    Http {
+        http: reqwest::Client,
+        url: reqwest::Url,
+        headers: HeaderMap,
+    },
+    Grpc {
+        client: TraceServiceClient<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+        endpoint: String,
+    },
+}
+
+impl Client {
+    pub(super) fn new(config: &OtlpOutputConfig) -> Result<Self, OtlpOutputError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers.0 {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| OtlpOutputError::Config(format!("header name {name:?}")))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                OtlpOutputError::Config(format!("the value of header {name:?} is not valid"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        match config.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                let url = http_traces_url(&config.endpoint)?;
+                let http = build_http_client(&url, CONNECT_TIMEOUT, config.timeout)
+                    .map_err(|e| OtlpOutputError::Client(e.to_string()))?;
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
+                Ok(Client::Http { http, url, headers })
+            }
+            OtlpProtocol::Grpc => {
+                let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
+                    OtlpOutputError::Config(format!("endpoint {:?}: {e}", config.endpoint))
+                })?;
+                if url.scheme() == "https" {
+                    return Err(OtlpOutputError::Config(
+                        "gRPC over TLS (an https:// endpoint) is not available in this version; \
+                         use protocol = \"http/protobuf\" for an https endpoint"
+                            .into(),
+                    ));
+                }
+                let origin = url.origin().ascii_serialization();
+                let channel = tonic::transport::Endpoint::from_shared(origin.clone())
+                    .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(config.timeout)
+                    .tcp_keepalive(Some(Duration::from_secs(30)))
+                    .connect_lazy();
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (name, value) in &headers {
+                    let key =
+                        tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes())
+                            .map_err(|_| {
+                                OtlpOutputError::Config(format!("metadata name {name:?}"))
+                            })?;
+                    let mut value = tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes())
+                        .map_err(|_| {
+                            OtlpOutputError::Config(format!(
+                                "the value of header {name:?} is not valid gRPC metadata"
+                            ))
+                        })?;
+                    value.set_sensitive(true);
+                    metadata.insert(key, value);
+                }
+                Ok(Client::Grpc {
+                    client: TraceServiceClient::new(channel),
+                    metadata,
+                    endpoint: origin,
+                })
+            }
+        }
+    }
+
+    pub(super) fn endpoint(&self) -> String {
+        match self {
+            Client::Http { url, .. } => url.to_string(),
+            Client::Grpc { endpoint, .. } => endpoint.clone(),
+        }
+    }
+
+    /// One export attempt.
+    pub(super) async fn export(&mut self, request: &ExportTraceServiceRequest) -> Verdict {
+        match self {
+            Client::Http { http, url, headers } => {
+                let body = Bytes::from(request.encode_to_vec());
+                let sent = http
+                    .post(url.clone())
+                    .headers(headers.clone())
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) => {
+                        let resp = read_response(resp).await;
+                        classify_http(resp.status, &resp.headers, &resp.body, SystemTime::now())
+                    }
+                    Err(e) => Verdict::Retry {
+                        retry_after: None,
+                        reason: error_chain(&transport(e)),
+                    },
+                }
+            }
+            Client::Grpc {
+                client, metadata, ..
+            } => {
+                let mut req = tonic::Request::new(request.clone());
+                *req.metadata_mut() = metadata.clone();
+                match client.export(req).await {
+                    Ok(resp) => Verdict::Accepted {
+                        rejected_spans: resp
+                            .into_inner()
+                            .partial_success
+                            .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0)),
+                    },
+                    Err(status) => classify_grpc(&status),
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
