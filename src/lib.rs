@@ -1,21 +1,27 @@
-//! dynamiq-sidecar: receives Dynamiq run batches (and, later, OTLP spans) on loopback, makes them
-//! durable in a local disk buffer before acknowledging, and forwards them to the Dynamiq collector
-//! with batching, rate limits and retries.
+//! dynamiq-sidecar: receives Dynamiq run batches and OTLP spans (HTTP and gRPC) on loopback,
+//! converts spans to runs, makes them durable in a local disk buffer before acknowledging, and
+//! forwards them to the Dynamiq collector with batching, duplicate suppression, rate limits and
+//! retries (and, optionally, to an OTLP backend as spans).
 //!
 //! # Layout
 //! The modules follow the pipeline, left to right:
 //!
 //! ```text
-//!  receivers ──► model ──► buffer ──► forward ──► collector
-//!  (HTTP)      (validate,  (segmented  (batch, rate-limit,
-//!               envelope)   disk log)   retry, dead-letter)
-//!                     admin: /healthz /readyz /metrics      config · secret · app · cli
+//!  receivers ──► model / convert ──► buffer ──► forward ──► collector
+//!  (HTTP, gRPC)  (validate,          (segmented  (batch, dedup, rate-limit,
+//!                 spans → runs,       disk log)   retry, dead-letter)
+//!                 envelope)               └─────► outputs::otlp ──► OTLP backend (runs → spans)
+//!       query (trace index, /v1/traces, /api/*) · admin (/healthz /readyz /metrics)
+//!       config · secret · app · cli
 //! ```
 //!
 //! - [`config`]: file + env + CLI → one validated `Config`; errors name the key.
 //! - [`model`]: the run batch as raw bytes plus the few fields read from it; validation; the
 //!   envelope each buffered record carries.
-//! - [`receivers`]: the HTTP listener (`POST /v1/traces` and the admin routes).
+//! - [`receivers`]: the HTTP listener (`POST /v1/traces`: Dynamiq runs and OTLP/HTTP) and the
+//!   OTLP/gRPC listener.
+//! - [`convert`]: spans ⇄ runs (deterministic ids, GenAI/OpenInference conventions, exact
+//!   round trips) and the `convert` command's file formats.
 //! - [`buffer`]: the durable, bounded, checksummed disk log with per-consumer cursors.
 //! - [`forward`]: the collector client: batching, governor rate limits, backoff with full
 //!   jitter, `Retry-After`, dead-letter store.
