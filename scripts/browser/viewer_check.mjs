@@ -3,11 +3,12 @@
 //   NODE_PATH=<target/browser-node/node_modules> node scripts/browser/viewer_check.mjs \
 //     <sidecar url> <failed trace id> <expected error text> <screenshot path>
 //
-// Checks: the list loads (newest first); filtering by "failed" shows only failed traces; opening
-// the failing trace shows the failing node's error message in the side panel; Esc closes it.
+// Checks: the list loads; filtering by "failed" shows only failed traces; "Download JSON" saves
+// exactly those; a date range after every trace shows none; opening the failing trace shows the
+// failing node's error message in the side panel; Esc closes it.
 // Saves a screenshot (with the panel open). Exits 1 with a clear message on any failed check.
 import { createRequire } from "node:module";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -37,6 +38,8 @@ try {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     viewport: { width: 1400, height: 900 },
+    acceptDownloads: true,
+    timezoneId: "UTC",
     timeout: 60000,
   });
   const page = context.pages()[0] ?? (await context.newPage());
@@ -74,6 +77,31 @@ try {
   }
   const info = await page.textContent('[data-testid="page-info"]');
   if (!/page 1 of 1 \(\d+ traces?\)/.test(info || "")) throw new Error(`page info reads ${JSON.stringify(info)}`);
+
+  step = "Download JSON (export with the current filter)";
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.click('[data-testid="download"]'),
+  ]);
+  if (download.suggestedFilename() !== "traces.json") {
+    throw new Error(`download named ${download.suggestedFilename()}`);
+  }
+  const exported = JSON.parse(readFileSync(await download.path(), "utf8"));
+  const exportedIds = exported.map((t) => t.id).sort();
+  const failedIds = failed.map((t) => t.id).sort();
+  if (JSON.stringify(exportedIds) !== JSON.stringify(failedIds) || exported.some((t) => t.status !== "failed")) {
+    throw new Error(`export ${JSON.stringify(exportedIds)} does not match the failed list ${JSON.stringify(failedIds)}`);
+  }
+
+  step = "a date range after every trace shows none";
+  await page.fill('[data-testid="from-filter"]', "2099-01-01T00:00:00");
+  await page.waitForSelector('[data-testid="trace-list"][data-state="ready"][data-from^="2099-01-01T00:00"]');
+  await page.waitForSelector('[data-testid="empty"]', { state: "visible" });
+  const emptyInfo = await page.textContent('[data-testid="page-info"]');
+  if (emptyInfo !== "page 1 of 1 (0 traces)") throw new Error(`page info reads ${JSON.stringify(emptyInfo)}`);
+  await page.fill('[data-testid="from-filter"]', "");
+  await page.waitForSelector('[data-testid="trace-list"][data-state="ready"][data-from=""]');
+  await page.waitForSelector(`[data-testid="trace-row"][data-trace-id="${failedTrace}"]`);
 
   step = "open the failing trace";
   await page.click(`[data-testid="trace-row"][data-trace-id="${failedTrace}"] [data-testid="trace-open"]`);
