@@ -1,8 +1,9 @@
 //! The query endpoints on the HTTP listener: `GET /v1/traces` (list), `GET /v1/traces/export`
-//! (download), `GET /v1/traces/{trace_id}` (one trace with its runs), and the `GET /api/*`
-//! passthrough to `query.upstream_url`.
+//! (download), `GET /v1/traces/{trace_id}` (one trace with its runs), the `GET /api/*`
+//! passthrough to `query.upstream_url`, and `GET /`, the trace viewer page (`viewer.html`,
+//! embedded) that reads the first three.
 //!
-//! Guarantees: every endpoint requires the inbound token when ingest does; bad parameters get a
+//! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters get a
 //! 400 JSON error naming the parameter; the passthrough only ever contacts the configured
 //! scheme, host and port, under `<base path>/api/`, with the sidecar's key (never logged), and
 //! streams at most [`MAX_PASSTHROUGH_BYTES`] back.
@@ -128,6 +129,38 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/traces/{trace_id}", get(detail))
         .route("/api/{*path}", any(passthrough))
         .with_state(state)
+        .route("/", get(viewer))
+        .route("/favicon.ico", get(favicon))
+}
+
+/// The trace viewer: one self-contained page (inline CSS and JS, no external resources).
+pub const VIEWER_HTML: &str = include_str!("viewer.html");
+
+/// The Content-Security-Policy the viewer is served with: nothing but inline code and
+/// same-origin requests.
+pub const VIEWER_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /`: the viewer. It holds no data (its requests to the query API carry the token), so it
+/// is served without the token check.
+async fn viewer() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, VIEWER_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        VIEWER_HTML,
+    )
+        .into_response()
+}
+
+/// `GET /favicon.ico`: 204, so browsers stop asking (and logging a 404).
+async fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 fn invalid(param: &str, problem: impl Into<String>) -> ApiError {
