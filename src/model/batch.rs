@@ -353,17 +353,17 @@ fn explain_bad_batch(body: &[u8]) -> ValidationError {
 
 /// The required fields of a run, borrowed. `Some(raw)` even for `null`, `None` when absent.
 #[derive(Default)]
-struct RunFields<'a> {
-    id: Option<&'a RawValue>,
-    name: Option<&'a RawValue>,
-    run_type: Option<&'a RawValue>,
-    trace_id: Option<&'a RawValue>,
-    source_id: Option<&'a RawValue>,
-    session_id: Option<&'a RawValue>,
-    parent_run_id: Option<&'a RawValue>,
-    start_time: Option<&'a RawValue>,
-    end_time: Option<&'a RawValue>,
-    status: Option<&'a RawValue>,
+pub(crate) struct RunFields<'a> {
+    pub(crate) id: Option<&'a RawValue>,
+    pub(crate) name: Option<&'a RawValue>,
+    pub(crate) run_type: Option<&'a RawValue>,
+    pub(crate) trace_id: Option<&'a RawValue>,
+    pub(crate) source_id: Option<&'a RawValue>,
+    pub(crate) session_id: Option<&'a RawValue>,
+    pub(crate) parent_run_id: Option<&'a RawValue>,
+    pub(crate) start_time: Option<&'a RawValue>,
+    pub(crate) end_time: Option<&'a RawValue>,
+    pub(crate) status: Option<&'a RawValue>,
     /// Set when all ten were found and the scan stopped early.
     complete: bool,
 }
@@ -392,8 +392,9 @@ enum Field {
 /// Reads the fields of one run. The run's syntax was already checked when the batch was split,
 /// so the scan stops as soon as all ten fields are found (the SDK writes them before the large
 /// `input`/`output`/`metadata` values): per run, a few hundred bytes are read, not the whole run.
-/// The first occurrence of a duplicated key is the one read.
-fn read_fields(raw: &RawValue) -> Result<RunFields<'_>, serde_json::Error> {
+/// The first occurrence of a duplicated key is the one read. `json` must be one JSON object
+/// whose syntax was already checked (text after the last needed field is not read).
+pub(crate) fn read_fields(json: &str) -> Result<RunFields<'_>, serde_json::Error> {
     struct FieldsVisitor<'s, 'a> {
         out: &'s mut RunFields<'a>,
     }
@@ -436,7 +437,7 @@ fn read_fields(raw: &RawValue) -> Result<RunFields<'_>, serde_json::Error> {
         }
     }
     let mut out = RunFields::default();
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let mut de = serde_json::Deserializer::from_str(json);
     let result = de.deserialize_map(FieldsVisitor { out: &mut out });
     match result {
         Ok(()) => Ok(out),
@@ -556,7 +557,7 @@ fn validate_run<'a>(raw: &'a RawValue, problems: &mut Problems) -> Option<RawRun
         problems.push(("", format!("must be an object, got {}", kind_of(raw))));
         return None;
     }
-    let fields = match read_fields(raw) {
+    let fields = match read_fields(raw.get()) {
         Ok(f) => f,
         Err(e) => {
             problems.push(("", format!("invalid run object: {e}")));

@@ -29,9 +29,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::model::batch::RunFields;
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -62,30 +62,6 @@ pub trait DeliveryObserver: Send + Sync {
     fn runs_resolved(&self, outcome: Delivery, runs: &mut dyn Iterator<Item = &[u8]>);
 }
 
-/// The top-level fields the index reads, borrowed from the run's bytes.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RunFields<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    trace_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    parent_run_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    name: Option<&'a RawValue>,
-    #[serde(borrow)]
-    status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    start_time: Option<&'a RawValue>,
-    #[serde(borrow)]
-    end_time: Option<&'a RawValue>,
-    #[serde(borrow)]
-    source_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    session_id: Option<&'a RawValue>,
-}
-
 /// A JSON string value, or `None` for anything else (null, numbers, objects).
 fn string_of<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     let raw = raw?;
@@ -102,8 +78,12 @@ fn time_of(raw: Option<&RawValue>) -> Option<(u64, String)> {
     Some((ns, text.into_owned()))
 }
 
+/// The summary fields of a run, read with the ingest validator's early-stopping reader (the
+/// runs were validated, or made by the converter, before they reach the index): only the bytes
+/// up to the last needed field are scanned, not the run's large input/output/metadata.
 fn parse_fields(run: &[u8]) -> Option<RunFields<'_>> {
-    serde_json::from_slice::<RunFields<'_>>(run).ok()
+    let text = std::str::from_utf8(run).ok()?;
+    crate::model::batch::read_fields(text).ok()
 }
 
 /// One run as indexed.
