@@ -59,12 +59,22 @@ pub const TEST_CLIENT_TOKEN: &str = "client-token-for-tests";
 /// How long `start()`/`restart()` wait for `GET /healthz` to answer 200.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A free loopback port (bound then released; another process could take it, rarely).
+/// A free loopback port (bound then released; another process could take it, rarely). Never
+/// the same port twice in one test process: the kernel may hand a just-released port out again,
+/// which would give a sidecar the same HTTP and gRPC port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port on loopback")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port on loopback");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Deep-merges `overlay` into `base` (tables merge key by key; other values replace).
