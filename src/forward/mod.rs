@@ -133,10 +133,10 @@ impl BatchSource for Reader {
 
 /// `stop` was cancelled: unwind without acknowledging anything more.
 #[derive(Debug)]
-struct Stopped;
+pub(crate) struct Stopped;
 
 /// An error and its sources, `: `-separated (reqwest's own message hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -150,8 +150,42 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// One read from a buffer consumer, shared by every delivery loop: it lingers up to
+/// `max_delay` for a batch to fill unless `drain` was cancelled. When drain begins during the
+/// read, a read lingering over records it already holds finishes within `max_delay`; one still
+/// waiting after that is waiting on an empty buffer, so it is abandoned (`Ok(None)`) and the
+/// caller's pending count decides. `Err(Stopped)` as soon as `stop` is cancelled.
+pub(crate) async fn read_or_abandon<S: BatchSource>(
+    source: &mut S,
+    (max_records, max_bytes): (usize, usize),
+    max_delay: Duration,
+    drain: &CancellationToken,
+    stop: &CancellationToken,
+) -> Result<Option<Result<Vec<Record>, BufferError>>, Stopped> {
+    let draining = drain.is_cancelled();
+    let linger = if draining { Duration::ZERO } else { max_delay };
+    let read = source.next_batch(max_records, max_bytes, linger);
+    tokio::pin!(read);
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Stopped),
+        r = &mut read => Ok(Some(r)),
+        _ = drain.cancelled(), if !draining => {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => Err(Stopped),
+                r = &mut read => Ok(Some(r)),
+                _ = tokio::time::sleep(max_delay + DRAIN_READ_GRACE) => Ok(None),
+            }
+        }
+    }
+}
+
 /// Awaits `f` unless `stop` is cancelled first.
-async fn or_stop<F: Future>(stop: &CancellationToken, f: F) -> Result<F::Output, Stopped> {
+pub(crate) async fn or_stop<F: Future>(
+    stop: &CancellationToken,
+    f: F,
+) -> Result<F::Output, Stopped> {
     tokio::select! {
         biased;
         _ = stop.cancelled() => Err(Stopped),
@@ -360,30 +394,16 @@ impl<S: BatchSource> Forwarder<S> {
         drain: &CancellationToken,
         stop: &CancellationToken,
     ) -> Result<Option<Vec<Record>>, Stopped> {
-        let draining = drain.is_cancelled();
-        let max_delay = self.forward.max_delay;
-        let linger = if draining { Duration::ZERO } else { max_delay };
-        let result = {
-            let read =
-                self.source
-                    .next_batch(self.forward.max_runs, self.forward.max_bytes, linger);
-            tokio::pin!(read);
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Err(Stopped),
-                r = &mut read => r,
-                _ = drain.cancelled(), if !draining => {
-                    // A read that is lingering over records it already holds finishes within
-                    // max_delay; one still waiting after that is waiting on an empty buffer, so it
-                    // is abandoned and the pending count decides.
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return Err(Stopped),
-                        r = &mut read => r,
-                        _ = tokio::time::sleep(max_delay + DRAIN_READ_GRACE) => return Ok(None),
-                    }
-                }
-            }
+        let Some(result) = read_or_abandon(
+            &mut self.source,
+            (self.forward.max_runs, self.forward.max_bytes),
+            self.forward.max_delay,
+            drain,
+            stop,
+        )
+        .await?
+        else {
+            return Ok(None);
         };
         match result {
             Ok(records) => Ok(Some(records)),

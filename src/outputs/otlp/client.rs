@@ -13,6 +13,7 @@ use super::classify::{Verdict, classify_grpc, classify_http};
 use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
 use crate::config::{OtlpOutputConfig, OtlpProtocol};
 use crate::forward::client::{build_http_client, read_response, transport};
+use crate::forward::error_chain;
 
 /// The full OTLP/HTTP URL: `endpoint` as is when it has a path, else `endpoint + /v1/traces`.
 pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> {
@@ -151,19 +152,4 @@ impl Client {
             }
         }
     }
-}
-
-/// An error and its sources, `: `-separated.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }

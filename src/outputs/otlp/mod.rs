@@ -36,7 +36,6 @@
 //!
 //! Fails: [`OtlpOutput::new`] fails only when the client cannot be built (bad endpoint).
 
-use std::future::Future;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -46,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{BufferError, Reader, Record};
 use crate::config::OtlpOutputConfig;
 use crate::convert::{RunConvertOptions, runs_to_request};
-use crate::forward::BatchSource;
 use crate::forward::retry::Backoff;
+use crate::forward::{BatchSource, Stopped, or_stop, read_or_abandon};
 use crate::model::envelope;
 
 /// Name of the OTLP output's consumer cursor in the buffer.
@@ -62,8 +61,6 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Connect timeout toward the OTLP endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Extra time granted to a lingering read when drain begins.
-const DRAIN_READ_GRACE: Duration = Duration::from_millis(50);
 /// Pause after a failed buffer read.
 const LOCAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -88,18 +85,6 @@ pub use classify::{Verdict, classify_grpc, classify_http};
 use client::Client;
 pub use client::http_traces_url;
 pub use metrics::{DropReason, OtlpOutputMetrics, ReasonLabels};
-
-/// `stop` was cancelled.
-#[derive(Debug)]
-struct Stopped;
-
-async fn or_stop<F: Future>(stop: &CancellationToken, f: F) -> Result<F::Output, Stopped> {
-    tokio::select! {
-        biased;
-        _ = stop.cancelled() => Err(Stopped),
-        v = f => Ok(v),
-    }
-}
 
 /// State of the link, for one log line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,27 +182,16 @@ impl<S: BatchSource> OtlpOutput<S> {
         drain: &CancellationToken,
         stop: &CancellationToken,
     ) -> Result<Option<Vec<Record>>, Stopped> {
-        let draining = drain.is_cancelled();
-        let max_delay = self.config.max_delay;
-        let linger = if draining { Duration::ZERO } else { max_delay };
-        let result = {
-            let read = self
-                .source
-                .next_batch(self.config.max_spans, MAX_REQUEST_RUN_BYTES, linger);
-            tokio::pin!(read);
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Err(Stopped),
-                r = &mut read => r,
-                _ = drain.cancelled(), if !draining => {
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return Err(Stopped),
-                        r = &mut read => r,
-                        _ = tokio::time::sleep(max_delay + DRAIN_READ_GRACE) => return Ok(None),
-                    }
-                }
-            }
+        let Some(result) = read_or_abandon(
+            &mut self.source,
+            (self.config.max_spans, MAX_REQUEST_RUN_BYTES),
+            self.config.max_delay,
+            drain,
+            stop,
+        )
+        .await?
+        else {
+            return Ok(None);
         };
         match result {
             Ok(records) => Ok(Some(records)),
