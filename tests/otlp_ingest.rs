@@ -297,6 +297,24 @@ fn otlp_grpc_export_plain_and_gzip_with_partial_success_and_limits() {
     assert!(sidecar.metrics().contains("otlp_grpc"));
 }
 
+/// Exports `pb` over gRPC without `authorization` (must be UNAUTHENTICATED), then with it.
+fn export_refused_then_accepted_with(
+    sidecar: &Sidecar,
+    pb: &ExportTraceServiceRequest,
+    authorization: &str,
+) {
+    runtime().block_on(async {
+        let mut client = grpc_client(sidecar).await;
+        let status = client.export(pb.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(pb.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", authorization.parse().unwrap());
+        client.export(request).await.unwrap();
+    });
+}
+
 #[test]
 fn otlp_grpc_requires_the_inbound_token_when_one_is_set() {
     let collector = MockCollector::start();
@@ -305,16 +323,7 @@ fn otlp_grpc_requires_the_inbound_token_when_one_is_set() {
         .env("DYNAMIQ_SIDECAR_INGEST_AUTH_TOKEN", "inbound-secret")
         .start();
     let pb = ExportTraceServiceRequest::decode(GENAI_PB).unwrap();
-    runtime().block_on(async {
-        let mut client = grpc_client(&sidecar).await;
-        let status = client.export(pb.clone()).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        let mut request = tonic::Request::new(pb.clone());
-        request
-            .metadata_mut()
-            .insert("authorization", "Bearer inbound-secret".parse().unwrap());
-        client.export(request).await.unwrap();
-    });
+    export_refused_then_accepted_with(&sidecar, &pb, "Bearer inbound-secret");
     wait_for_runs(&collector, span_count(&pb));
 }
 
@@ -336,16 +345,7 @@ fn passthrough_mode_forwards_each_otlp_clients_own_key() {
     // Without a key there is nothing to forward with: 401, in the request's encoding.
     let r = post(&sidecar, "application/x-protobuf", &[], GENAI_PB);
     assert_eq!(r.status, 401);
-    runtime().block_on(async {
-        let mut client = grpc_client(&sidecar).await;
-        let status = client.export(pb.clone()).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        let mut request = tonic::Request::new(pb.clone());
-        request
-            .metadata_mut()
-            .insert("authorization", "Bearer grpc-client-key".parse().unwrap());
-        client.export(request).await.unwrap();
-    });
+    export_refused_then_accepted_with(&sidecar, &pb, "Bearer grpc-client-key");
     wait_for_runs(&collector, 2 * span_count(&pb));
     let keys: std::collections::BTreeSet<String> = collector
         .trace_requests()
