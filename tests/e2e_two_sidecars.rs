@@ -45,6 +45,28 @@ fn sent_runs(sdk: &support::python::SdkRun) -> HashMap<String, Vec<Value>> {
     sent
 }
 
+/// Runs the SDK's `llm` and `failure` scenarios (`runs` workflow runs each) against `sidecar`;
+/// every version of each run the SDK sent.
+fn run_llm_and_failure_workflows(sidecar: &Sidecar, runs: usize) -> HashMap<String, Vec<Value>> {
+    let mut sent: HashMap<String, Vec<Value>> = HashMap::new();
+    for scenario in ["llm", "failure"] {
+        let sdk = run_sdk_workflows(
+            &sidecar.url(),
+            "client-key",
+            scenario,
+            runs,
+            sidecar.dir(),
+            &[],
+            SDK_TIMEOUT,
+        );
+        assert!(sdk.success(), "{}", sdk.report());
+        for (id, versions) in sent_runs(&sdk) {
+            sent.entry(id).or_default().extend(versions);
+        }
+    }
+    sent
+}
+
 #[test]
 fn sdk_runs_cross_two_sidecars_over_otlp_unchanged() {
     e2e_python();
@@ -57,22 +79,7 @@ fn sdk_runs_cross_two_sidecars_over_otlp_unchanged() {
         .set("outputs.otlp.protocol", "http/protobuf")
         .start();
 
-    let mut sent: HashMap<String, Vec<Value>> = HashMap::new();
-    for scenario in ["llm", "failure"] {
-        let sdk = run_sdk_workflows(
-            &a.url(),
-            "client-key",
-            scenario,
-            2,
-            a.dir(),
-            &[],
-            SDK_TIMEOUT,
-        );
-        assert!(sdk.success(), "{}", sdk.report());
-        for (id, versions) in sent_runs(&sdk) {
-            sent.entry(id).or_default().extend(versions);
-        }
-    }
+    let sent = run_llm_and_failure_workflows(&a, 2);
     let ids: HashSet<String> = sent.keys().cloned().collect();
     collector_a.wait_for_run_ids(&ids, DELIVERY);
     collector_b.wait_for_run_ids(&ids, DELIVERY);
@@ -131,20 +138,7 @@ fn a_real_otel_receiver_sees_genai_spans_from_sdk_runs() {
         .access_key("sk-sidecar-a")
         .set("outputs.otlp.endpoint", format!("http://127.0.0.1:{port}"))
         .start();
-    let mut ids = HashSet::new();
-    for scenario in ["llm", "failure"] {
-        let sdk = run_sdk_workflows(
-            &a.url(),
-            "client-key",
-            scenario,
-            1,
-            a.dir(),
-            &[],
-            SDK_TIMEOUT,
-        );
-        assert!(sdk.success(), "{}", sdk.report());
-        ids.extend(sent_runs(&sdk).into_keys());
-    }
+    let ids: HashSet<String> = run_llm_and_failure_workflows(&a, 1).into_keys().collect();
     let read_spans = || -> Vec<Value> {
         std::fs::read_to_string(&spans_file)
             .unwrap_or_default()
