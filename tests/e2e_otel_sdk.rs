@@ -25,7 +25,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::collector::run_id;
@@ -86,18 +86,7 @@ fn run_otel_export(protocol: &str, endpoint: &str, iterations: usize, dir: &Path
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let code = loop {
-        match child.try_wait().expect("wait for otel_export.py") {
-            Some(status) => break status.code(),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
+    let code = support::python::wait_or_kill(&mut child, SCRIPT_TIMEOUT, "otel_export.py");
     let report = std::fs::read(&out)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

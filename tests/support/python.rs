@@ -160,6 +160,26 @@ fn tail(s: &str, max: usize) -> &str {
     &s[start..]
 }
 
+/// Waits for `child` up to `timeout`, killing it then; its exit code (`None`: killed or by a
+/// signal).
+pub fn wait_or_kill(child: &mut std::process::Child, timeout: Duration, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("wait for {what}: {e}"))
+        {
+            Some(status) => return status.code(),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Runs `sdk_workflows.py --base-url <base_url> --access-key <key> --scenario <scenario>
 /// --runs <runs> --out <out_dir>/<scenario>.jsonl` (plus `extra` args) with the venv's python,
 /// killing it after `timeout`.
@@ -191,18 +211,7 @@ pub fn run_sdk_workflows(
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        match child.try_wait().expect("wait for sdk_workflows.py") {
-            Some(status) => break status.code(),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
+    let code = wait_or_kill(&mut child, timeout, "sdk_workflows.py");
     let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let summary = stdout
