@@ -29,8 +29,8 @@ use crate::convert::SpanConvertOptions;
 use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::forward::{ForwardError, Forwarder};
 use crate::outputs::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
-use crate::query::QueryIndex;
 use crate::query::api::{Passthrough, QueryState};
+use crate::query::{QueryIndex, snapshot};
 use crate::receivers::auth::InboundAuth;
 use crate::receivers::error::ApiError;
 use crate::receivers::http::{ServeLimits, serve};
@@ -156,11 +156,22 @@ pub async fn run_with(
         );
     }
     let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?;
-    let query_index = Arc::new(QueryIndex::new(
-        config.query.max_bytes,
-        config.query.retention,
-        &mut registry,
-    ));
+    let query_index = config.query.index.then(|| {
+        Arc::new(QueryIndex::new(
+            config.query.max_bytes,
+            config.query.retention,
+            &mut registry,
+        ))
+    });
+    let index_snapshot = snapshot::snapshot_path(&config.buffer.path);
+    let snapshot_seq = match &query_index {
+        Some(index) => snapshot::load(index, &index_snapshot),
+        None => {
+            // A snapshot left from when the index was on would be stale by the next time.
+            let _ = crate::state_file::remove(&index_snapshot);
+            0
+        }
+    };
     let passthrough = Passthrough::new(
         &config.query.upstream_url,
         key.clone(),
@@ -177,8 +188,11 @@ pub async fn run_with(
         readiness.clone(),
         &mut registry,
     )?
-    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path))
-    .with_delivery_observer(query_index.clone());
+    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path));
+    let forwarder = match &query_index {
+        Some(index) => forwarder.with_delivery_observer(index.clone()),
+        None => forwarder,
+    };
     let otlp_output = match &config.outputs.otlp {
         Some(otlp) => Some(OtlpOutput::new(
             otlp,
@@ -203,7 +217,7 @@ pub async fn run_with(
         span_options: Arc::new(SpanConvertOptions {
             default_source_id: config.ingest.otlp_source_id.clone(),
         }),
-        query: Some(query_index),
+        query: query_index.clone(),
     };
     let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
         .await
@@ -224,6 +238,24 @@ pub async fn run_with(
     let stop_otlp = CancellationToken::new();
     let otlp_task =
         otlp_output.map(|output| tokio::spawn(output.run(drain.clone(), stop_otlp.clone())));
+    let stop_index = CancellationToken::new();
+    let index_task = query_index.clone().map(|index| {
+        let buffer = buffer.clone();
+        let stop = stop_index.clone();
+        tokio::spawn(async move {
+            // Runs appended before this start (after the snapshot) are indexed in the
+            // background; new ones are indexed by the receivers as usual.
+            tokio::select! {
+                replayed = snapshot::replay(&index, &buffer, DYNAMIQ_CONSUMER, snapshot_seq) => {
+                    if replayed > 0 {
+                        tracing::info!(runs = replayed, "trace index: buffered runs replayed");
+                    }
+                }
+                () = stop.cancelled() => {}
+            }
+            snapshot::keep_saved(index, index_snapshot, stop).await;
+        })
+    });
     let latch_task = tokio::spawn(refresh_buffer_latch(
         buffer.clone(),
         readiness.clone(),
@@ -302,6 +334,11 @@ pub async fn run_with(
     }
     stop_otlp.cancel();
     let _ = latch_task.await;
+    // Saved after the outputs stopped, so the delivery states are final.
+    stop_index.cancel();
+    if let Some(task) = index_task {
+        let _ = task.await;
+    }
     buffer.close().await?;
     tracing::info!("dynamiq-sidecar stopped");
     Ok(())

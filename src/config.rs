@@ -454,6 +454,9 @@ pub struct QueryConfig {
     pub retention: Duration,
     /// Most run JSON bytes the in-memory trace index keeps (oldest traces are evicted first).
     pub max_bytes: u64,
+    /// Whether to keep the local trace index at all (off: no cost on ingest, and the
+    /// `/v1/traces` endpoints answer 404).
+    pub index: bool,
 }
 
 impl Default for QueryConfig {
@@ -462,6 +465,7 @@ impl Default for QueryConfig {
             upstream_url: "https://api.getdynamiq.ai".into(),
             retention: Duration::from_secs(24 * 3600),
             max_bytes: 64 * 1024 * 1024,
+            index: true,
         }
     }
 }

@@ -31,7 +31,8 @@
 //! - [`admin`]: readiness latches and the metrics registry.
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
 //! - [`query`]: the in-memory trace index, the query API and the `/api/*` passthrough.
-//! - [`cli`], [`tools`]: the command line and the offline buffer tools.
+//! - [`cli`], [`tools`]: the command line and the offline buffer tools; [`state_file`]: small
+//!   checksummed state files written atomically.
 
 pub mod admin;
 pub mod app;
@@ -45,4 +46,5 @@ pub mod outputs;
 pub mod query;
 pub mod receivers;
 pub mod secret;
+pub mod state_file;
 pub mod tools;

@@ -310,3 +310,76 @@ fn otlp_spans_are_indexed_as_runs() {
         list["data"][0]["runs"].as_u64().unwrap()
     );
 }
+
+#[test]
+fn the_index_survives_a_clean_restart_with_its_delivery_states() {
+    let collector = MockCollector::start();
+    let mut sidecar = Sidecar::start(&collector.url(), KEY);
+    for i in 0..3 {
+        let status = if i == 1 { "failed" } else { "succeeded" };
+        let body = trace(&format!("kept-{i}"), i, status);
+        assert_eq!(sidecar.post_batch(&body).status, 200);
+    }
+    wait_until("delivered", WAIT, || {
+        delivery(&sidecar, "kept-2") == "delivered"
+    });
+    let (_, before) = get(&sidecar, "/v1/traces");
+    let (_, tree_before) = get(&sidecar, "/v1/traces/kept-1");
+    sidecar.restart();
+    let (_, after) = get(&sidecar, "/v1/traces");
+    assert_eq!(after, before);
+    assert_eq!(get(&sidecar, "/v1/traces/kept-1").1, tree_before);
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?status=failed").1),
+        ["kept-1"]
+    );
+    assert!(
+        sidecar
+            .logs()
+            .contains("trace index restored from its snapshot"),
+        "{}",
+        sidecar.logs()
+    );
+}
+
+#[test]
+fn after_kill_9_buffered_traces_are_listed_again_and_then_delivered() {
+    let mut collector = MockCollector::start();
+    collector.stop();
+    let mut sidecar = Sidecar::start(&collector.url(), KEY);
+    for i in 0..4 {
+        let body = trace(&format!("crash-{i}"), i, "succeeded");
+        assert_eq!(sidecar.post_batch(&body).status, 200);
+    }
+    assert_eq!(
+        get(&sidecar, "/v1/traces").1["pagination"]["total_count"],
+        4
+    );
+    // No snapshot was due yet: the buffer replay alone rebuilds the list.
+    sidecar.kill9();
+    sidecar.restart();
+    wait_until("replayed", WAIT, || {
+        get(&sidecar, "/v1/traces").1["pagination"]["total_count"] == 4
+    });
+    assert_eq!(delivery(&sidecar, "crash-0"), "pending");
+    collector.resume();
+    wait_until("delivered after the restart", WAIT, || {
+        (0..4).all(|i| delivery(&sidecar, &format!("crash-{i}")) == "delivered")
+    });
+}
+
+#[test]
+fn with_the_index_off_the_endpoints_say_so() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.index", false)
+        .start();
+    assert_eq!(sidecar.post_batch(&trace("x", 1, "succeeded")).status, 200);
+    collector.wait_for_runs(1, WAIT);
+    for path in ["/v1/traces", "/v1/traces/x", "/v1/traces/export"] {
+        let (status, body) = get(&sidecar, path);
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "index_disabled", "{path}: {body}");
+    }
+}

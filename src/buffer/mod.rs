@@ -411,6 +411,27 @@ impl Buffer {
         Reader::new(Arc::clone(shared), consumer.to_owned(), acked)
     }
 
+    /// A reader of the records after `after_seq` for no consumer (to rebuild in-memory views
+    /// such as the trace index): it does not hold back segment deletion and cannot acknowledge.
+    pub fn replay_reader(&self, after_seq: u64) -> Reader {
+        Reader::read_only(Arc::clone(&self.inner.shared), after_seq)
+    }
+
+    /// The sequence number of the newest published record (0 if none ever was).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.shared.lock().last_seq
+    }
+
+    /// `consumer`'s acknowledgement, if it is registered.
+    pub fn acked(&self, consumer: &str) -> Option<u64> {
+        self.inner
+            .shared
+            .lock()
+            .consumers
+            .get(consumer)
+            .map(|c| c.acked)
+    }
+
     /// Size, record count, segment count and oldest unacknowledged age (also refreshes the
     /// age gauge).
     pub fn stats(&self) -> BufferStats {

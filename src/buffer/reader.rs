@@ -51,6 +51,9 @@ pub struct Reader {
     updates: watch::Receiver<u64>,
     /// Inclusive ranges of sequence numbers that will never be delivered, ascending.
     gaps: VecDeque<(u64, u64)>,
+    /// A replay reader ([`Buffer::replay_reader`](super::Buffer::replay_reader)): its
+    /// acknowledgements are ignored.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -78,7 +81,17 @@ impl Reader {
             file: None,
             updates,
             gaps: VecDeque::new(),
+            read_only: false,
         }
+    }
+
+    /// A reader that reads the records after `after_seq` for no consumer: it does not hold
+    /// back deletion (records deleted meanwhile are skipped) and [`ack`](Self::ack) does
+    /// nothing.
+    pub(crate) fn read_only(shared: Arc<Shared>, after_seq: u64) -> Self {
+        let mut r = Self::new(shared, String::from("(replay)"), after_seq);
+        r.read_only = true;
+        r
     }
 
     /// The consumer this reader reads for.
@@ -204,6 +217,9 @@ impl Reader {
     /// redelivered after restart); [`BufferError::Io`] if persisting an earlier acknowledgement
     /// failed (reported once; the acknowledgement itself was recorded and is retried).
     pub fn ack(&mut self, through_seq: u64) -> Result<(), BufferError> {
+        if self.read_only {
+            return Ok(());
+        }
         if self.shared.closed.load(Ordering::Relaxed) {
             return Err(BufferError::Closed);
         }

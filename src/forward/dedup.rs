@@ -43,10 +43,11 @@
 //! Fails: never on input (any bytes have a fingerprint). Snapshot I/O errors are returned to the
 //! caller, which logs them.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
+use crate::state_file;
 use lru::LruCache;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -209,7 +210,7 @@ impl Dedup {
     /// Encodes the memory as a snapshot for the collector whose URL hashes to `url_hash`.
     fn encode(&self, url_hash: u64) -> Vec<u8> {
         let n = self.len();
-        let mut out = Vec::with_capacity(HEADER_LEN + n * 16 + 4);
+        let mut out = Vec::with_capacity(HEADER_LEN + n * 16);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&url_hash.to_le_bytes());
@@ -220,21 +221,15 @@ impl Dedup {
                 out.extend_from_slice(&fp.to_le_bytes());
             }
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
     /// Decodes a snapshot into a memory of `capacity` (the newest entries win when the snapshot
     /// holds more).
     fn decode(bytes: &[u8], capacity: usize, url_hash: u64) -> Result<Self, &'static str> {
-        if bytes.len() < HEADER_LEN + 4 {
+        let body = bytes;
+        if body.len() < HEADER_LEN {
             return Err("too short");
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "too short")?);
-        if crc32fast::hash(body) != crc {
-            return Err("checksum mismatch");
         }
         if &body[..8] != MAGIC {
             return Err("not a dedup snapshot");
@@ -257,7 +252,7 @@ impl Dedup {
         }
         let count = u64_at(20).ok_or("too short")?;
         let entries = &body[HEADER_LEN..];
-        if entries.len() % 16 != 0 || (entries.len() / 16) as u64 != count {
+        if !entries.len().is_multiple_of(16) || (entries.len() / 16) as u64 != count {
             return Err("entry count mismatch");
         }
         let mut dedup = Self::new(capacity);
@@ -268,31 +263,13 @@ impl Dedup {
         Ok(dedup)
     }
 
-    /// Writes the snapshot (temporary file, fsync, rename). A disabled memory removes any old
+    /// Writes the snapshot (see [`state_file::write`]). A disabled memory removes any old
     /// snapshot instead.
     pub fn save(&self, path: &Path, url: &str) -> io::Result<()> {
         if !self.enabled() {
-            return match std::fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
+            return state_file::remove(path);
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("snapshot.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&self.encode(url_hash(url)))?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        state_file::write(path, &self.encode(url_hash(url)))
     }
 
     /// Loads the snapshot at `path` into a memory of `capacity`. `Ok(None)` when there is none
@@ -301,22 +278,24 @@ impl Dedup {
         if capacity == 0 {
             return Ok(None);
         }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+        let invalid = |reason| SnapshotError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = match state_file::read(path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(state_file::ReadError::Io(source)) => {
                 return Err(SnapshotError::Io {
                     path: path.to_path_buf(),
                     source,
                 });
             }
+            Err(state_file::ReadError::Checksum) => return Err(invalid("checksum mismatch")),
         };
         Self::decode(&bytes, capacity, url_hash(url))
             .map(Some)
-            .map_err(|reason| SnapshotError::Invalid {
-                path: path.to_path_buf(),
-                reason,
-            })
+            .map_err(invalid)
     }
 }
 

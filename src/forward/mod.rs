@@ -312,7 +312,7 @@ impl<S: BatchSource> Forwarder<S> {
 
     fn observe(&self, outcome: Delivery, items: &[Item]) {
         if let Some(observer) = &self.observer {
-            observer.runs_resolved(outcome, &mut items.iter().map(|i| i.run.as_ref()));
+            observer.runs_resolved(outcome, &mut items.iter().map(|i| i.seq));
         }
     }
 
@@ -430,7 +430,7 @@ impl<S: BatchSource> Forwarder<S> {
         let dedup_on = self.dedup.enabled();
         let mut in_batch: HashSet<dedup::Fingerprint> = HashSet::new();
         let (mut suppressed, mut saved) = (0u64, 0u64);
-        let mut suppressed_runs: Vec<bytes::Bytes> = Vec::new();
+        let mut suppressed_seqs: Vec<u64> = Vec::new();
         for record in records {
             match envelope::decode(&record.payload) {
                 Ok(env) => {
@@ -448,7 +448,7 @@ impl<S: BatchSource> Forwarder<S> {
                         suppressed += 1;
                         saved += env.run.len() as u64 + 1;
                         if self.observer.is_some() {
-                            suppressed_runs.push(env.run);
+                            suppressed_seqs.push(record.seq);
                         }
                         continue;
                     }
@@ -466,12 +466,9 @@ impl<S: BatchSource> Forwarder<S> {
             }
         }
         if let Some(observer) = &self.observer
-            && !suppressed_runs.is_empty()
+            && !suppressed_seqs.is_empty()
         {
-            observer.runs_resolved(
-                Delivery::Delivered,
-                &mut suppressed_runs.iter().map(|r| r.as_ref()),
-            );
+            observer.runs_resolved(Delivery::Delivered, &mut suppressed_seqs.into_iter());
         }
         if suppressed > 0 {
             self.metrics.dedup_suppressed_runs.inc_by(suppressed);

@@ -72,7 +72,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "succeeded" => Some(Self::Succeeded),
             "failed" => Some(Self::Failed),

@@ -39,8 +39,8 @@ const STATUSES: [&str; 4] = ["succeeded", "failed", "canceled", "skipped"];
 /// What the query handlers share.
 #[derive(Clone)]
 pub struct QueryState {
-    /// The index.
-    pub index: Arc<QueryIndex>,
+    /// The index (`None` when `query.index = false`).
+    pub index: Option<Arc<QueryIndex>>,
     /// The same inbound token check as ingest.
     pub auth: InboundAuth,
     /// The `/api/*` passthrough.
@@ -259,6 +259,17 @@ fn params(uri: &Uri) -> Result<ListParams, ApiError> {
     parse_params(&pairs)
 }
 
+/// The index, or a 404 saying it is switched off.
+fn index(state: &QueryState) -> Result<&QueryIndex, ApiError> {
+    state.index.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "index_disabled",
+            "the local trace index is off (query.index = false in the configuration)",
+        )
+    })
+}
+
 fn check_auth(state: &QueryState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.auth.check(headers) {
         Ok(())
@@ -319,7 +330,7 @@ fn list_inner(state: &QueryState, headers: &HeaderMap, uri: &Uri) -> Result<Resp
     check_auth(state, headers)?;
     let p = params(uri)?;
     let page_size = p.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-    let (data, total) = state.index.list(&p.filter, p.sort, p.page, page_size);
+    let (data, total) = index(state)?.list(&p.filter, p.sort, p.page, page_size);
     let body = serde_json::to_vec(&ListBody {
         data: &data,
         pagination: Pagination {
@@ -348,7 +359,7 @@ async fn detail(
 ) -> Response {
     let result = (|| {
         check_auth(&state, &headers)?;
-        let d = state.index.get(&trace_id).ok_or_else(|| {
+        let d = index(&state)?.get(&trace_id).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -377,11 +388,9 @@ async fn export(State(state): State<QueryState>, headers: HeaderMap, uri: Uri) -
             Some(size) => (p.page, size),
             None => (1, usize::MAX),
         };
-        let (summaries, _) = state.index.list(&p.filter, p.sort, page, page_size);
-        let details: Vec<TraceDetail> = summaries
-            .iter()
-            .filter_map(|s| state.index.get(&s.id))
-            .collect();
+        let index = index(&state)?;
+        let (summaries, _) = index.list(&p.filter, p.sort, page, page_size);
+        let details: Vec<TraceDetail> = summaries.iter().filter_map(|s| index.get(&s.id)).collect();
         let out: Vec<DetailOut<'_>> = details.iter().map(DetailOut::of).collect();
         let body = serde_json::to_vec(&out).map_err(|_| internal())?;
         Ok::<_, ApiError>(

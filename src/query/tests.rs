@@ -4,7 +4,9 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::api::{parse_params, upstream_url};
+use super::index::NewRun;
 use super::*;
+use crate::convert::time::parse_ns;
 use crate::model::envelope;
 
 fn run(
@@ -36,10 +38,13 @@ const T2: &str = "2026-01-01T00:00:02Z";
 #[test]
 fn summary_uses_the_root_and_the_time_range() {
     let ix = index();
-    ix.ingest_runs([
-        run("c", "t", Some("r"), "succeeded", T1, Some(T2)),
-        run("r", "t", None, "succeeded", T0, Some(T1)),
-    ]);
+    ix.ingest_json(
+        0,
+        &[
+            run("c", "t", Some("r"), "succeeded", T1, Some(T2)),
+            run("r", "t", None, "succeeded", T0, Some(T1)),
+        ],
+    );
     let d = ix.get("t").unwrap();
     let s = d.summary;
     assert_eq!(s.name.as_deref(), Some("name-r"));
@@ -56,13 +61,16 @@ fn summary_uses_the_root_and_the_time_range() {
 #[test]
 fn ended_at_is_null_while_a_run_is_open_and_latest_version_wins() {
     let ix = index();
-    ix.ingest_runs([
-        run("r", "t", None, "succeeded", T0, Some(T1)),
-        run("c", "t", Some("r"), "running", T0, None),
-    ]);
+    ix.ingest_json(
+        0,
+        &[
+            run("r", "t", None, "succeeded", T0, Some(T1)),
+            run("c", "t", Some("r"), "running", T0, None),
+        ],
+    );
     assert_eq!(ix.get("t").unwrap().summary.ended_at, None);
     let before = ix.bytes();
-    ix.ingest_runs([run("c", "t", Some("r"), "succeeded", T0, Some(T2))]);
+    ix.ingest_json(0, &[run("c", "t", Some("r"), "succeeded", T0, Some(T2))]);
     let d = ix.get("t").unwrap();
     assert_eq!(d.summary.runs, 2);
     assert_eq!(d.summary.ended_at.as_deref(), Some(T2));
@@ -80,10 +88,13 @@ fn without_a_root_the_first_run_names_it_and_any_failure_fails_it() {
     let mut a: serde_json::Value =
         serde_json::from_slice(&run("a", "t", Some("x"), "", T0, Some(T1))).unwrap();
     a["status"] = serde_json::Value::Null;
-    ix.ingest_runs([
-        Bytes::from(a.to_string()),
-        run("b", "t", Some("a"), "failed", T1, Some(T2)),
-    ]);
+    ix.ingest_json(
+        0,
+        &[
+            Bytes::from(a.to_string()),
+            run("b", "t", Some("a"), "failed", T1, Some(T2)),
+        ],
+    );
     let s = ix.get("t").unwrap().summary;
     assert_eq!(s.name.as_deref(), Some("name-a"));
     assert_eq!(s.status.as_deref(), Some("failed"));
@@ -92,14 +103,24 @@ fn without_a_root_the_first_run_names_it_and_any_failure_fails_it() {
 #[test]
 fn envelopes_runs_without_ids_and_garbage_are_handled() {
     let ix = index();
-    ix.ingest_envelopes(&[
+    let payloads = [
         envelope::encode_run(&run("r", "t", None, "succeeded", T0, Some(T1)), Some("k")),
         envelope::encode_run(br#"{"id":"x"}"#, None),
         envelope::encode_run(b"not json", None),
         Bytes::from_static(b"\x09"),
-    ]);
+    ];
+    ix.ingest_envelopes((1u64..).zip(&payloads));
     assert_eq!(ix.len(), 1);
     assert_eq!(ix.get("t").unwrap().summary.runs, 1);
+    ix.check_invariants();
+}
+
+fn delivered(ix: &QueryIndex, seqs: &[u64]) {
+    ix.mark(Delivery::Delivered, &mut seqs.iter().copied());
+}
+
+fn dead_lettered(ix: &QueryIndex, seqs: &[u64]) {
+    ix.mark(Delivery::DeadLettered, &mut seqs.iter().copied());
 }
 
 #[test]
@@ -107,20 +128,57 @@ fn delivery_moves_from_pending_to_delivered_or_dead_lettered() {
     let ix = index();
     let r = run("r", "t", None, "succeeded", T0, Some(T1));
     let c = run("c", "t", Some("r"), "succeeded", T0, Some(T1));
-    ix.ingest_runs([r.clone(), c.clone()]);
-    ix.mark_delivered(&[&r]);
+    ix.ingest_json(1, &[r, c]);
+    delivered(&ix, &[1]);
     assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Pending);
-    ix.mark_delivered(&[&c]);
+    delivered(&ix, &[2]);
     assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
-    let u = run("u", "t", Some("r"), "failed", T0, Some(T1));
-    ix.ingest_runs([u.clone()]);
+    ix.ingest_json(3, &[run("u", "t", Some("r"), "failed", T0, Some(T1))]);
     assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Pending);
-    ix.mark_dead_lettered(&[&u]);
+    dead_lettered(&ix, &[3]);
     assert_eq!(
         ix.get("t").unwrap().summary.delivery,
         Delivery::DeadLettered
     );
-    ix.mark_delivered(&[&u]);
+    delivered(&ix, &[3]);
+    assert_eq!(
+        ix.get("t").unwrap().summary.delivery,
+        Delivery::DeadLettered
+    );
+    ix.check_invariants();
+}
+
+#[test]
+fn a_newer_version_of_a_run_is_pending_until_its_own_delivery() {
+    let ix = index();
+    ix.ingest_json(1, &[run("r", "t", None, "succeeded", T0, None)]);
+    ix.ingest_json(2, &[run("r", "t", None, "succeeded", T0, Some(T1))]);
+    // The first version's delivery does not count for the second.
+    delivered(&ix, &[1]);
+    let s = ix.get("t").unwrap().summary;
+    assert_eq!((s.runs, s.delivery), (1, Delivery::Pending));
+    assert_eq!(s.ended_at.as_deref(), Some(T1));
+    delivered(&ix, &[2]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+    ix.check_invariants();
+}
+
+#[test]
+fn a_delivery_reported_before_indexing_is_applied() {
+    let ix = index();
+    delivered(&ix, &[5]);
+    ix.ingest_json(5, &[run("r", "t", None, "succeeded", T0, Some(T1))]);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+    ix.check_invariants();
+}
+
+#[test]
+fn a_dead_letter_after_a_restart_settled_the_run_wins() {
+    let ix = index();
+    ix.ingest_json(4, &[run("r", "t", None, "failed", T0, Some(T1))]);
+    ix.settle_through(4);
+    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+    dead_lettered(&ix, &[4]);
     assert_eq!(
         ix.get("t").unwrap().summary.delivery,
         Delivery::DeadLettered
@@ -128,12 +186,73 @@ fn delivery_moves_from_pending_to_delivered_or_dead_lettered() {
 }
 
 #[test]
-fn a_delivery_reported_before_indexing_is_applied() {
+fn validated_and_parsed_runs_index_alike() {
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/workflow-node-failure.json"
+    ))
+    .unwrap();
+    let batch = crate::model::parse_batch(&body).unwrap();
+    let jsons: Vec<Bytes> = batch
+        .runs
+        .iter()
+        .map(|r| Bytes::copy_from_slice(r.json.as_bytes()))
+        .collect();
+    let (a, b) = (index(), index());
+    let validated: Vec<NewRun<'_>> = batch
+        .runs
+        .iter()
+        .zip(&jsons)
+        .zip(1u64..)
+        .map(|((raw, json), seq)| NewRun::from_validated(seq, json.clone(), raw))
+        .collect();
+    a.ingest(&validated);
+    b.ingest_json(1, &jsons);
+    let all = |ix: &QueryIndex| ix.list(&Filter::default(), Sort::default(), 1, 50);
+    assert_eq!(all(&a), all(&b));
+    assert_eq!(all(&a).0[0].status.as_deref(), Some("failed"));
+    a.check_invariants();
+}
+
+#[test]
+fn a_large_trace_replaces_runs_by_id() {
     let ix = index();
-    let r = run("r", "t", None, "succeeded", T0, Some(T1));
-    ix.mark_delivered(&[&r]);
-    ix.ingest_runs([r]);
-    assert_eq!(ix.get("t").unwrap().summary.delivery, Delivery::Delivered);
+    let runs: Vec<Bytes> = (0..100)
+        .map(|i| {
+            run(
+                &format!("r{i}"),
+                "big",
+                (i > 0).then_some("r0"),
+                "succeeded",
+                T0,
+                None,
+            )
+        })
+        .collect();
+    ix.ingest_json(1, &runs);
+    let again: Vec<Bytes> = (0..100)
+        .map(|i| {
+            run(
+                &format!("r{i}"),
+                "big",
+                (i > 0).then_some("r0"),
+                "succeeded",
+                T0,
+                Some(T2),
+            )
+        })
+        .collect();
+    ix.ingest_json(101, &again);
+    let d = ix.get("big").unwrap();
+    assert_eq!(d.summary.runs, 100);
+    assert_eq!(d.summary.ended_at.as_deref(), Some(T2));
+    assert_eq!(
+        ix.bytes(),
+        again.iter().map(|r| r.len() as u64).sum::<u64>()
+    );
+    delivered(&ix, &(1..=200).collect::<Vec<_>>());
+    assert_eq!(ix.get("big").unwrap().summary.delivery, Delivery::Delivered);
+    ix.check_invariants();
 }
 
 #[test]
@@ -141,7 +260,10 @@ fn eviction_by_bytes_drops_the_least_recently_updated_traces() {
     let one = run("r", "t0", None, "succeeded", T0, Some(T1)).len() as u64;
     let ix = QueryIndex::unregistered(one * 3 + 10, Duration::from_secs(3600));
     for i in 0..5 {
-        ix.ingest_runs([run("r", &format!("t{i}"), None, "succeeded", T0, Some(T1))]);
+        ix.ingest_json(
+            0,
+            &[run("r", &format!("t{i}"), None, "succeeded", T0, Some(T1))],
+        );
     }
     assert_eq!(ix.len(), 3);
     assert!(ix.get("t0").is_none() && ix.get("t1").is_none());
@@ -161,10 +283,15 @@ fn eviction_by_bytes_drops_the_least_recently_updated_traces() {
 fn eviction_by_age() {
     let ix = QueryIndex::unregistered(1 << 30, Duration::from_secs(60));
     let now = Instant::now();
-    ix.ingest_runs_at([run("r", "old", None, "succeeded", T0, Some(T1))], now);
-    ix.ingest_runs_at(
-        [run("r", "new", None, "succeeded", T0, Some(T1))],
+    let (old, new) = (
+        run("r", "old", None, "succeeded", T0, Some(T1)),
+        run("r", "new", None, "succeeded", T0, Some(T1)),
+    );
+    ix.ingest_at(&[NewRun::parse(1, &old).unwrap()], now, None);
+    ix.ingest_at(
+        &[NewRun::parse(2, &new).unwrap()],
         now + Duration::from_secs(50),
+        None,
     );
     let later = now + Duration::from_secs(70);
     let (all, total) = ix.list_at(&Filter::default(), Sort::default(), 1, 50, later);
@@ -197,7 +324,7 @@ fn filters_sort_and_pagination() {
     for i in 0..7 {
         let status = if i % 2 == 0 { "succeeded" } else { "failed" };
         let start = format!("2026-01-01T00:00:0{i}Z");
-        ix.ingest_runs([run("r", &format!("t{i}"), None, status, &start, None)]);
+        ix.ingest_json(0, &[run("r", &format!("t{i}"), None, status, &start, None)]);
     }
     let all = Filter::default();
     assert_eq!(

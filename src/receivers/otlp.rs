@@ -20,6 +20,7 @@ use super::IngestState;
 use super::error::ApiError;
 use crate::convert::{self, ConvertedSpans};
 use crate::model::envelope;
+use crate::query::NewRun;
 
 /// The body encodings OTLP/HTTP allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +95,16 @@ pub async fn export(
     } = converted;
     let accepted_spans = runs.len() as u64;
     if !runs.is_empty() {
-        let payloads = runs.into_iter().map(Bytes::from).collect();
-        super::traces::store(state, payloads).await?;
+        let payloads: Vec<Bytes> = runs.into_iter().map(Bytes::from).collect();
+        let kept = match &state.query {
+            Some(_) => index_runs(&payloads),
+            None => Vec::new(),
+        };
+        let indexed = (0..)
+            .zip(&kept)
+            .filter_map(|(i, json)| NewRun::parse(i, json))
+            .collect();
+        super::traces::store(state, payloads, indexed).await?;
     }
     state.metrics.spans_accepted.inc_by(accepted_spans);
     state.metrics.spans_rejected.inc_by(rejected_spans);
@@ -105,6 +114,15 @@ pub async fn export(
         rejected_spans,
         error_message,
     })
+}
+
+/// The runs inside freshly converted buffer payloads, for the trace index (read now, while the
+/// bytes are in cache; an undecodable payload is kept as an empty run so positions hold).
+fn index_runs(payloads: &[Bytes]) -> Vec<Bytes> {
+    payloads
+        .iter()
+        .map(|p| envelope::decode(p).map(|e| e.run).unwrap_or_default())
+        .collect()
 }
 
 /// The protobuf/JSON response message of an outcome.

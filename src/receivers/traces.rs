@@ -21,6 +21,7 @@ use crate::admin::readiness::Latch;
 use crate::buffer::AppendError;
 use crate::config::AuthMode;
 use crate::model::{self, JsonBodyKind, envelope};
+use crate::query::NewRun;
 
 /// What the body is, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,22 +199,40 @@ async fn ingest_runs(
         .map(|run| envelope::encode_run(run.json.as_bytes(), client_key))
         .collect();
     let accepted = payloads.len();
-    store(state, payloads).await?;
+    // The index reuses the validator's fields: nothing is parsed twice.
+    let indexed: Vec<NewRun<'_>> = match &state.query {
+        Some(_) => batch
+            .runs
+            .iter()
+            .zip(&payloads)
+            .zip(0..)
+            .filter_map(|((raw, payload), i)| {
+                let json = envelope::decode(payload).ok()?.run;
+                Some(NewRun::from_validated(i, json, raw))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    store(state, payloads, indexed).await?;
     Ok(accepted)
 }
 
-/// Appends encoded runs to the buffer as one unit; answers once they are durable.
-pub async fn store(state: &IngestState, payloads: Vec<Bytes>) -> Result<(), ApiError> {
-    // Cheap: `Bytes` clones share the runs' memory.
-    let indexed = state.query.as_ref().map(|_| payloads.clone());
+/// Appends encoded runs to the buffer as one unit; answers once they are durable. Then hands
+/// the trace index (when on) `indexed`: the runs' index fields, read before the append while
+/// the bytes are still in cache, each with its payload's position as `seq`.
+pub async fn store(
+    state: &IngestState,
+    payloads: Vec<Bytes>,
+    mut indexed: Vec<NewRun<'_>>,
+) -> Result<(), ApiError> {
     let result = state.buffer.append(payloads).await;
     state
         .readiness
         .set(Latch::BufferWritable, state.buffer.is_writable());
     match result {
-        Ok(_) => {
-            if let (Some(index), Some(payloads)) = (&state.query, indexed) {
-                index.ingest_envelopes(&payloads);
+        Ok(appended) => {
+            if let Some(query) = &state.query {
+                query.ingest_appended(appended.first_seq, &mut indexed);
             }
             Ok(())
         }

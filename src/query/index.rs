@@ -1,0 +1,775 @@
+//! The in-memory trace index: per trace, the latest version of each run (exact JSON bytes)
+//! plus what filtering and sorting need, bounded by `query.retention` and `query.max_bytes`.
+//!
+//! Cost on the ingest path (the receivers call [`QueryIndex::ingest`] after each durable
+//! append): no JSON is parsed for Dynamiq batches (the validator's fields are handed over), a
+//! run id is kept as a 128-bit hash, and a trace's id string is allocated once per trace.
+//! Delivery updates arrive by buffer sequence number, so the forwarder's reports parse nothing.
+//!
+//! Invariants (checked by the unit tests):
+//! - `bytes` is Σ over traces of Σ run JSON lengths, and never exceeds `max_bytes` after an
+//!   ingest (least recently updated traces are evicted first).
+//! - `by_seq` holds exactly the runs still `Pending`; each points at the run that carries that
+//!   sequence number (a newer version of a run replaces the old one's entry).
+//! - `order` has one entry per trace, keyed by its last update stamp.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foldhash::fast::RandomState as FastHash;
+use prometheus_client::registry::Registry;
+
+use super::summary::{Filter, Sort, TextField, TraceDetail, TraceSummary, parse_fields};
+use super::summary::{string_of, text_of};
+use super::{Delivery, DeliveryObserver, QueryMetrics};
+use crate::convert::time::parse_ns;
+use crate::model::batch::{RawRun, RunStatus};
+use crate::model::envelope;
+
+/// How many delivery updates for runs not (yet) indexed are remembered.
+const MAX_EARLY_UPDATES: usize = 4096;
+/// Above this many runs a trace keeps a run-id map instead of scanning its runs.
+const RUN_MAP_FROM: usize = 16;
+
+/// One run handed to the index.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Its buffer sequence number (0 when not from the buffer: never matched by delivery);
+    /// before [`QueryIndex::ingest_appended`], its payload's position in the append.
+    pub seq: u64,
+    /// The run's JSON, as stored.
+    pub json: Bytes,
+    /// `trace_id`.
+    pub trace_id: Cow<'a, str>,
+    /// `id`.
+    pub id: Cow<'a, str>,
+    /// No `parent_run_id` (absent or null).
+    pub is_root: bool,
+    /// `status`.
+    pub status: Option<RunStatus>,
+    /// `start_time` in ns since the epoch.
+    pub start_ns: Option<u64>,
+    /// `end_time` in ns since the epoch.
+    pub end_ns: Option<u64>,
+}
+
+impl<'a> NewRun<'a> {
+    /// From a run the ingest validator read (no parsing).
+    pub fn from_validated(seq: u64, json: Bytes, run: &'a RawRun<'a>) -> Self {
+        let ns = |t: time::OffsetDateTime| u64::try_from(t.unix_timestamp_nanos()).ok();
+        Self {
+            seq,
+            json,
+            trace_id: Cow::Borrowed(&run.trace_id),
+            id: Cow::Borrowed(&run.id),
+            is_root: run.parent_run_id.is_none(),
+            status: run.status,
+            start_ns: ns(run.start_time),
+            end_ns: run.end_time.and_then(ns),
+        }
+    }
+
+    /// Reads the fields from `json` (runs the converter made, replayed buffer records). `None`
+    /// for anything without a string `id` and `trace_id`.
+    pub fn parse(seq: u64, json: &'a Bytes) -> Option<Self> {
+        let f = parse_fields(json)?;
+        let time = |raw| string_of(raw).and_then(|t| parse_ns(&t));
+        Some(Self {
+            seq,
+            json: json.clone(),
+            trace_id: string_of(f.trace_id)?,
+            id: string_of(f.id)?,
+            is_root: f.parent_run_id.is_none_or(|p| p.get() == "null"),
+            status: string_of(f.status).and_then(|s| RunStatus::parse(&s)),
+            start_ns: time(f.start_time),
+            end_ns: time(f.end_time),
+        })
+    }
+}
+
+/// One run as indexed.
+#[derive(Debug, Clone)]
+struct RunEntry {
+    id_hash: u128,
+    seq: u64,
+    json: Bytes,
+    is_root: bool,
+    status: Option<RunStatus>,
+    start_ns: Option<u64>,
+    end_ns: Option<u64>,
+    delivery: Delivery,
+}
+
+/// What a trace's summary is computed from; refreshed whenever its runs change.
+#[derive(Debug, Clone, Copy, Default)]
+struct Aggregate {
+    /// The first root run, else the first run.
+    head: usize,
+    /// Earliest start: (ns, run index).
+    start: Option<(u64, usize)>,
+    /// Latest end when every run has one: (ns, run index).
+    end: Option<(u64, usize)>,
+    status: Option<RunStatus>,
+    pending: usize,
+    dead: usize,
+}
+
+#[derive(Debug)]
+struct Trace {
+    id: Box<str>,
+    runs: Vec<RunEntry>,
+    run_map: Option<HashMap<u128, usize, FastHash>>,
+    bytes: u64,
+    /// Key in [`Inner::order`].
+    stamp: u64,
+    updated: Instant,
+    agg: Aggregate,
+}
+
+impl Trace {
+    fn find(&self, id_hash: u128) -> Option<usize> {
+        match &self.run_map {
+            Some(map) => map.get(&id_hash).copied(),
+            None => self.runs.iter().position(|r| r.id_hash == id_hash),
+        }
+    }
+
+    fn push(&mut self, entry: RunEntry) -> usize {
+        let i = self.runs.len();
+        if let Some(map) = &mut self.run_map {
+            map.insert(entry.id_hash, i);
+        } else if i + 1 > RUN_MAP_FROM {
+            let mut map: HashMap<u128, usize, FastHash> = HashMap::default();
+            map.extend(self.runs.iter().enumerate().map(|(j, r)| (r.id_hash, j)));
+            map.insert(entry.id_hash, i);
+            self.run_map = Some(map);
+        }
+        self.runs.push(entry);
+        i
+    }
+
+    fn refresh(&mut self) {
+        let head = self.runs.iter().position(|r| r.is_root).unwrap_or(0);
+        let mut agg = Aggregate {
+            head,
+            ..Aggregate::default()
+        };
+        let mut all_ended = true;
+        let mut any_failed = false;
+        let mut last_end: Option<(u64, usize)> = None;
+        for (i, r) in self.runs.iter().enumerate() {
+            if let Some(ns) = r.start_ns
+                && agg.start.is_none_or(|(s, _)| ns < s)
+            {
+                agg.start = Some((ns, i));
+            }
+            match r.end_ns {
+                Some(ns) if last_end.is_none_or(|(e, _)| ns > e) => last_end = Some((ns, i)),
+                Some(_) => {}
+                None => all_ended = false,
+            }
+            any_failed |= r.status == Some(RunStatus::Failed);
+            match r.delivery {
+                Delivery::Pending => agg.pending += 1,
+                Delivery::DeadLettered => agg.dead += 1,
+                Delivery::Delivered => {}
+            }
+        }
+        agg.end = if all_ended { last_end } else { None };
+        agg.status = self
+            .runs
+            .get(head)
+            .and_then(|r| r.status)
+            .or_else(|| any_failed.then_some(RunStatus::Failed));
+        self.agg = agg;
+    }
+
+    fn delivery(&self) -> Delivery {
+        if self.agg.dead > 0 {
+            Delivery::DeadLettered
+        } else if self.agg.pending == 0 && !self.runs.is_empty() {
+            Delivery::Delivered
+        } else {
+            Delivery::Pending
+        }
+    }
+
+    /// What a summary needs, copied out (reference counts only) so it is built without the
+    /// lock.
+    fn view(&self) -> View {
+        let pick = |i: usize| self.runs.get(i).map(|r| r.json.clone());
+        View {
+            id: self.id.to_string(),
+            head: pick(self.agg.head),
+            start: self.agg.start.and_then(|(_, i)| pick(i)),
+            end: self.agg.end.and_then(|(_, i)| pick(i)),
+            runs: self.runs.iter().map(|r| r.json.clone()).collect(),
+            run_count: self.runs.len(),
+            status: self.agg.status,
+            delivery: self.delivery(),
+        }
+    }
+}
+
+/// A trace's data, taken under the lock; [`View::summary`] reads the text fields.
+struct View {
+    id: String,
+    head: Option<Bytes>,
+    start: Option<Bytes>,
+    end: Option<Bytes>,
+    runs: Vec<Bytes>,
+    run_count: usize,
+    status: Option<RunStatus>,
+    delivery: Delivery,
+}
+
+impl View {
+    fn summary(&self) -> TraceSummary {
+        let head = |field| self.head.as_deref().and_then(|j| text_of(j, field));
+        // Source and session fall back to the first run that has one.
+        let any = |field| head(field).or_else(|| self.runs.iter().find_map(|j| text_of(j, field)));
+        TraceSummary {
+            id: self.id.clone(),
+            name: head(TextField::Name),
+            source_id: any(TextField::SourceId),
+            session_id: any(TextField::SessionId),
+            started_at: self
+                .start
+                .as_deref()
+                .and_then(|j| text_of(j, TextField::StartTime)),
+            ended_at: self
+                .end
+                .as_deref()
+                .and_then(|j| text_of(j, TextField::EndTime)),
+            status: self.status.map(|s| s.as_str().to_string()),
+            runs: self.run_count,
+            delivery: self.delivery,
+        }
+    }
+}
+
+/// A trace as saved in a snapshot: id, time since its last update, runs.
+pub(super) struct SavedTrace {
+    pub id: String,
+    pub age: Duration,
+    pub runs: Vec<(u64, Delivery, Bytes)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    ids: HashMap<Box<str>, u64>,
+    traces: HashMap<u64, Trace, FastHash>,
+    next_tid: u64,
+    /// Update stamp → trace; the first entry is the least recently updated trace.
+    order: BTreeMap<u64, u64>,
+    next_stamp: u64,
+    bytes: u64,
+    /// Pending runs by buffer sequence number: seq → (trace, run index).
+    by_seq: HashMap<u64, (u64, usize), FastHash>,
+    /// Delivery updates for sequence numbers not indexed yet (the forwarder can resolve a run
+    /// before the receiver indexed it, or while a restart replays the buffer).
+    early: HashMap<u64, Delivery, FastHash>,
+    early_order: VecDeque<u64>,
+}
+
+impl Inner {
+    fn remove_trace(&mut self, tid: u64) -> Option<Trace> {
+        let t = self.traces.remove(&tid)?;
+        self.order.remove(&t.stamp);
+        self.ids.remove(&t.id);
+        self.bytes -= t.bytes;
+        for r in &t.runs {
+            if r.delivery == Delivery::Pending {
+                self.by_seq.remove(&r.seq);
+            }
+        }
+        Some(t)
+    }
+
+    fn remember_early(&mut self, seq: u64, outcome: Delivery) {
+        if self.early.insert(seq, outcome).is_none() {
+            self.early_order.push_back(seq);
+            while self.early_order.len() > MAX_EARLY_UPDATES {
+                if let Some(old) = self.early_order.pop_front() {
+                    self.early.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The in-memory trace index. Shared as `Arc<QueryIndex>` by the receivers, the forwarder and
+/// the API.
+pub struct QueryIndex {
+    inner: Mutex<Inner>,
+    max_bytes: u64,
+    retention: Duration,
+    pub(super) metrics: QueryMetrics,
+    /// Bumped on every change (the snapshot task saves when it moved).
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for QueryIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryIndex")
+            .field("max_bytes", &self.max_bytes)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn id_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+impl QueryIndex {
+    /// An empty index keeping at most `max_bytes` of run JSON for at most `retention`.
+    pub fn new(max_bytes: u64, retention: Duration, registry: &mut Registry) -> Self {
+        Self::with_metrics(max_bytes, retention, QueryMetrics::register(registry))
+    }
+
+    fn with_metrics(max_bytes: u64, retention: Duration, metrics: QueryMetrics) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_bytes,
+            retention,
+            metrics,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// An index with unregistered metrics (tests, tools).
+    pub fn unregistered(max_bytes: u64, retention: Duration) -> Self {
+        Self::with_metrics(max_bytes, retention, QueryMetrics::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the index inconsistent in a way that
+        // matters more than losing it; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes so far (any ingest, delivery update or eviction moves it).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Indexes runs (with their sequence numbers) that were just stored.
+    pub fn ingest(&self, runs: &[NewRun<'_>]) {
+        self.ingest_at(runs, Instant::now(), None);
+    }
+
+    /// Indexes runs appended from `first_seq` on, each carrying its payload's position in the
+    /// append as `seq` (prepared before the append, see `receivers::traces::store`).
+    pub fn ingest_appended(&self, first_seq: u64, runs: &mut [NewRun<'_>]) {
+        for run in runs.iter_mut() {
+            run.seq += first_seq;
+        }
+        self.ingest(runs);
+    }
+
+    /// Indexes buffer records (envelopes, see [`envelope`]): (sequence number, payload).
+    pub fn ingest_envelopes<'p>(&self, records: impl IntoIterator<Item = (u64, &'p Bytes)>) {
+        let runs: Vec<(u64, Bytes)> = records
+            .into_iter()
+            .filter_map(|(seq, p)| envelope::decode(p).ok().map(|e| (seq, e.run)))
+            .collect();
+        let parsed: Vec<NewRun<'_>> = runs
+            .iter()
+            .filter_map(|(seq, json)| NewRun::parse(*seq, json))
+            .collect();
+        self.ingest(&parsed);
+    }
+
+    /// Indexes run JSON bytes with consecutive sequence numbers from `first_seq` (0: none).
+    pub fn ingest_json(&self, first_seq: u64, runs: &[Bytes]) {
+        let parsed: Vec<NewRun<'_>> = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, json)| {
+                let seq = if first_seq == 0 {
+                    0
+                } else {
+                    first_seq + i as u64
+                };
+                NewRun::parse(seq, json)
+            })
+            .collect();
+        self.ingest(&parsed);
+    }
+
+    pub(super) fn ingest_at(&self, runs: &[NewRun<'_>], now: Instant, delivery: Option<Delivery>) {
+        if runs.is_empty() {
+            return;
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut touched: Vec<u64> = Vec::new();
+        for run in runs {
+            let mut entry = RunEntry {
+                id_hash: id_hash(&run.id),
+                seq: run.seq,
+                json: run.json.clone(),
+                is_root: run.is_root,
+                status: run.status,
+                start_ns: run.start_ns,
+                end_ns: run.end_ns,
+                delivery: delivery.unwrap_or(Delivery::Pending),
+            };
+            if entry.delivery == Delivery::Pending
+                && !inner.early.is_empty()
+                && let Some(d) = inner.early.remove(&run.seq)
+            {
+                entry.delivery = d;
+            }
+            let stamp = inner.next_stamp;
+            inner.next_stamp += 1;
+            let tid = match inner.ids.get(run.trace_id.as_ref()) {
+                Some(&tid) => tid,
+                None => {
+                    let tid = inner.next_tid;
+                    inner.next_tid += 1;
+                    inner.ids.insert(run.trace_id.as_ref().into(), tid);
+                    inner.traces.insert(
+                        tid,
+                        Trace {
+                            id: run.trace_id.as_ref().into(),
+                            runs: Vec::new(),
+                            run_map: None,
+                            bytes: 0,
+                            stamp,
+                            updated: now,
+                            agg: Aggregate::default(),
+                        },
+                    );
+                    tid
+                }
+            };
+            let Some(trace) = inner.traces.get_mut(&tid) else {
+                continue;
+            };
+            inner.order.remove(&trace.stamp);
+            trace.stamp = stamp;
+            trace.updated = now;
+            inner.order.insert(stamp, tid);
+            let added = entry.json.len() as u64;
+            let (pending, seq) = (entry.delivery == Delivery::Pending, entry.seq);
+            let at = match trace.find(entry.id_hash) {
+                Some(i) => {
+                    let old = std::mem::replace(&mut trace.runs[i], entry);
+                    trace.bytes -= old.json.len() as u64;
+                    inner.bytes -= old.json.len() as u64;
+                    if old.delivery == Delivery::Pending {
+                        inner.by_seq.remove(&old.seq);
+                    }
+                    i
+                }
+                None => trace.push(entry),
+            };
+            trace.bytes += added;
+            inner.bytes += added;
+            if pending && seq != 0 {
+                inner.by_seq.insert(seq, (tid, at));
+            }
+            if touched.last() != Some(&tid) {
+                touched.push(tid);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for tid in touched {
+            if let Some(t) = inner.traces.get_mut(&tid) {
+                t.refresh();
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.prune_locked(inner, now);
+    }
+
+    /// Restores traces saved by a snapshot (oldest first), with their delivery states.
+    pub(super) fn restore(&self, saved: Vec<SavedTrace>) {
+        let now = Instant::now();
+        for t in saved {
+            if t.age > self.retention {
+                continue;
+            }
+            let updated = now.checked_sub(t.age).unwrap_or(now);
+            for (seq, delivery, json) in t.runs {
+                if let Some(run) = NewRun::parse(seq, &json) {
+                    self.ingest_at(&[run], updated, Some(delivery));
+                }
+            }
+        }
+    }
+
+    /// Everything held, least recently updated trace first (for a snapshot).
+    pub(super) fn saved(&self) -> Vec<SavedTrace> {
+        let now = Instant::now();
+        let inner = self.lock();
+        inner
+            .order
+            .values()
+            .filter_map(|tid| inner.traces.get(tid))
+            .map(|t| SavedTrace {
+                id: t.id.to_string(),
+                age: now.saturating_duration_since(t.updated),
+                runs: t
+                    .runs
+                    .iter()
+                    .map(|r| (r.seq, r.delivery, r.json.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Drops traces past retention (call periodically; listing and ingest also do it).
+    pub fn prune(&self) {
+        let mut inner = self.lock();
+        self.prune_locked(&mut inner, Instant::now());
+    }
+
+    /// Drops traces past retention, then the least recently updated ones until the bytes fit.
+    fn prune_locked(&self, inner: &mut Inner, now: Instant) {
+        let (mut by_age, mut by_size) = (0u64, 0u64);
+        while let Some((_, &tid)) = inner.order.first_key_value() {
+            let expired = inner
+                .traces
+                .get(&tid)
+                .is_none_or(|t| now.saturating_duration_since(t.updated) > self.retention);
+            if !expired && inner.bytes <= self.max_bytes {
+                break;
+            }
+            if inner.remove_trace(tid).is_none() {
+                inner.order.pop_first();
+            }
+            if expired {
+                by_age += 1;
+            } else {
+                by_size += 1;
+            }
+        }
+        if by_age > 0 {
+            self.metrics.evicted("age", by_age);
+        }
+        if by_size > 0 {
+            self.metrics.evicted("bytes", by_size);
+        }
+        if by_age + by_size > 0 {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .traces
+            .set(i64::try_from(inner.traces.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .bytes
+            .set(i64::try_from(inner.bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records that the runs stored under these buffer sequence numbers were delivered or
+    /// dead-lettered. A dead-lettered run stays so even if a copy is delivered later.
+    pub fn mark(&self, outcome: Delivery, seqs: &mut dyn Iterator<Item = u64>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut changed = false;
+        for seq in seqs {
+            let Some((tid, i)) = inner.by_seq.remove(&seq) else {
+                if outcome == Delivery::DeadLettered {
+                    self.dead_letter_resolved(inner, seq);
+                } else {
+                    inner.remember_early(seq, outcome);
+                }
+                continue;
+            };
+            if let Some(t) = inner.traces.get_mut(&tid)
+                && let Some(r) = t.runs.get_mut(i)
+                && r.seq == seq
+                && r.delivery == Delivery::Pending
+            {
+                r.delivery = outcome;
+                t.agg.pending -= 1;
+                if outcome == Delivery::DeadLettered {
+                    t.agg.dead += 1;
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A dead-letter report for a run no longer pending (e.g. settled as delivered by a restart):
+    /// the dead letter wins; unknown sequence numbers are remembered as early updates.
+    fn dead_letter_resolved(&self, inner: &mut Inner, seq: u64) {
+        for t in inner.traces.values_mut() {
+            if let Some(r) = t.runs.iter_mut().find(|r| r.seq == seq) {
+                if r.delivery == Delivery::Delivered {
+                    r.delivery = Delivery::DeadLettered;
+                    t.agg.dead += 1;
+                    self.generation.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        inner.remember_early(seq, Delivery::DeadLettered);
+    }
+
+    /// Marks every pending run with a sequence number `<= acked` delivered: after a restart,
+    /// what the forwarder acknowledged before it (delivered or dead-lettered) is settled.
+    pub fn settle_through(&self, acked: u64) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let done: Vec<u64> = inner
+            .by_seq
+            .keys()
+            .copied()
+            .filter(|&s| s <= acked)
+            .collect();
+        drop(guard);
+        if !done.is_empty() {
+            self.mark(Delivery::Delivered, &mut done.into_iter());
+        }
+    }
+
+    /// Summaries matching `filter`, sorted, with the total before paging. `page` counts from 1.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        sort: Sort,
+        page: usize,
+        page_size: usize,
+    ) -> (Vec<TraceSummary>, usize) {
+        self.list_at(filter, sort, page, page_size, Instant::now())
+    }
+
+    pub(super) fn list_at(
+        &self,
+        filter: &Filter,
+        sort: Sort,
+        page: usize,
+        page_size: usize,
+        now: Instant,
+    ) -> (Vec<TraceSummary>, usize) {
+        let (views, total) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            self.prune_locked(inner, now);
+            let mut rows: Vec<(Option<u64>, u64, u64)> = inner
+                .traces
+                .iter()
+                .filter(|(_, t)| filter.matches(t.agg.status, t.agg.start.map(|(ns, _)| ns)))
+                .map(|(&tid, t)| (t.agg.start.map(|(ns, _)| ns), t.stamp, tid))
+                .collect();
+            let total = rows.len();
+            let from = page.saturating_sub(1).saturating_mul(page_size).min(total);
+            let to = from.saturating_add(page_size).min(total);
+            let cmp = |a: &(Option<u64>, u64, u64), b: &(Option<u64>, u64, u64)| {
+                // Traces without a start time go last either way; ties: most recently updated
+                // first.
+                let by_start = match (a.0, b.0) {
+                    (Some(x), Some(y)) => match sort {
+                        Sort::StartedAtDesc => y.cmp(&x),
+                        Sort::StartedAtAsc => x.cmp(&y),
+                    },
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                };
+                by_start.then(b.1.cmp(&a.1))
+            };
+            // Only the rows up to the page's end need to be in order.
+            if to < rows.len() && to > 0 {
+                rows.select_nth_unstable_by(to - 1, cmp);
+                rows.truncate(to);
+            }
+            rows.sort_unstable_by(cmp);
+            let views: Vec<View> = rows[from..to]
+                .iter()
+                .filter_map(|(_, _, tid)| inner.traces.get(tid))
+                .map(Trace::view)
+                .collect();
+            (views, total)
+        };
+        (views.iter().map(View::summary).collect(), total)
+    }
+
+    /// One trace with its runs.
+    pub fn get(&self, trace_id: &str) -> Option<TraceDetail> {
+        self.get_at(trace_id, Instant::now())
+    }
+
+    pub(super) fn get_at(&self, trace_id: &str, now: Instant) -> Option<TraceDetail> {
+        let view = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            self.prune_locked(inner, now);
+            let tid = inner.ids.get(trace_id)?;
+            inner.traces.get(tid)?.view()
+        };
+        Some(TraceDetail {
+            summary: view.summary(),
+            runs: view.runs,
+        })
+    }
+
+    /// Number of traces held.
+    pub fn len(&self) -> usize {
+        self.lock().traces.len()
+    }
+
+    /// True when no trace is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Run bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Asserts the invariants of the module doc.
+    #[cfg(test)]
+    pub(super) fn check_invariants(&self) {
+        let inner = self.lock();
+        let sum: u64 = inner.traces.values().map(|t| t.bytes).sum();
+        let runs: u64 = inner
+            .traces
+            .values()
+            .flat_map(|t| t.runs.iter().map(|r| r.json.len() as u64))
+            .sum();
+        assert_eq!((inner.bytes, sum), (runs, runs));
+        assert!(inner.bytes <= self.max_bytes);
+        assert_eq!(inner.order.len(), inner.traces.len());
+        assert_eq!(inner.ids.len(), inner.traces.len());
+        let pending: usize = inner
+            .traces
+            .values()
+            .map(|t| {
+                let n = t
+                    .runs
+                    .iter()
+                    .filter(|r| r.delivery == Delivery::Pending)
+                    .count();
+                assert_eq!(n, t.agg.pending, "trace {}", t.id);
+                t.runs
+                    .iter()
+                    .filter(|r| r.delivery == Delivery::Pending && r.seq != 0)
+                    .count()
+            })
+            .sum();
+        assert_eq!(inner.by_seq.len(), pending);
+        for (seq, (tid, i)) in &inner.by_seq {
+            assert_eq!(inner.traces[tid].runs[*i].seq, *seq);
+        }
+    }
+}
+
+impl DeliveryObserver for QueryIndex {
+    fn runs_resolved(&self, outcome: Delivery, seqs: &mut dyn Iterator<Item = u64>) {
+        self.mark(outcome, seqs);
+    }
+}

@@ -1,0 +1,96 @@
+//! Small state files the sidecar keeps beside the buffer (the duplicate-suppression memory, the
+//! trace index snapshot): written whole and atomically, read back only if intact.
+//!
+//! Guarantees: [`write`] leaves either the old file or the complete new one (temporary file,
+//! fsync, rename, directory fsync); [`read`] returns the body only when its trailing CRC32
+//! matches, so a torn or corrupted file is reported, never half-loaded. These files are
+//! conveniences: callers log and ignore a bad one.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Writes `body` plus its CRC32 to `path` atomically, creating the directory if needed.
+pub fn write(path: &Path, body: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.write_all(&crc32fast::hash(body).to_le_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// What [`read`] found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Io(#[from] io::Error),
+    /// Too short for a checksum, or the checksum does not match.
+    #[error("checksum mismatch (torn or corrupted file)")]
+    Checksum,
+}
+
+/// The body of the file at `path` (without its CRC), `Ok(None)` if there is no file.
+pub fn read(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    let mut bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(body_len) = bytes.len().checked_sub(4) else {
+        return Err(ReadError::Checksum);
+    };
+    let crc = u32::from_le_bytes(
+        bytes[body_len..]
+            .try_into()
+            .map_err(|_| ReadError::Checksum)?,
+    );
+    bytes.truncate(body_len);
+    if crc32fast::hash(&bytes) != crc {
+        return Err(ReadError::Checksum);
+    }
+    Ok(Some(bytes))
+}
+
+/// Removes the file at `path`; a missing file is fine.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_body_reads_back_and_damage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.bin");
+        assert!(read(&path).unwrap().is_none());
+        write(&path, b"hello state").unwrap();
+        assert_eq!(read(&path).unwrap().unwrap(), b"hello state");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(read(&path), Err(ReadError::Checksum)));
+        std::fs::write(&path, b"ab").unwrap();
+        assert!(matches!(read(&path), Err(ReadError::Checksum)));
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert!(read(&path).unwrap().is_none());
+    }
+}
