@@ -59,10 +59,14 @@ echo "== baseline: no-op tonic TraceService, OTLP/gRPC" >&2
 "$LOAD" noop-grpc 127.0.0.1:19104 & P=$!; wait_port 19104
 BASE_GRPC=$(grpc_spans http://127.0.0.1:19104); kill $P; wait $P 2>/dev/null || true
 
+# "noindex": fsync = always with query.index = false (the trace index's cost, same run).
+VARIANTS=(always noindex never)
 declare -A HTTP GRPC
-for FSYNC in always never; do
+for V in "${VARIANTS[@]}"; do
+  FSYNC=$V; INDEX=true
+  [ "$V" = noindex ] && { FSYNC=always; INDEX=false; }
   for PROTO in http grpc; do
-    echo "== sidecar fsync=$FSYNC $PROTO" >&2
+    echo "== sidecar $V $PROTO" >&2
     rm -rf "$WORK/data"
     cat > "$WORK/sidecar.toml" <<TOML
 [ingest]
@@ -77,12 +81,14 @@ max_bytes = 4294967296
 [forward]
 requests_per_second = 0
 runs_per_second = 0
+[query]
+index = $INDEX
 [log]
 level = "warn"
 TOML
     DYNAMIQ_ACCESS_KEY=bench-key "$BIN" run --config "$WORK/sidecar.toml" & PID=$!; wait_port 19102; wait_port 19103
-    if [ $PROTO = http ]; then HTTP[$FSYNC]=$(http_spans http://127.0.0.1:19102/v1/traces)
-    else GRPC[$FSYNC]=$(grpc_spans http://127.0.0.1:19103); fi
+    if [ $PROTO = http ]; then HTTP[$V]=$(http_spans http://127.0.0.1:19102/v1/traces)
+    else GRPC[$V]=$(grpc_spans http://127.0.0.1:19103); fi
     kill -TERM $PID; wait $PID 2>/dev/null || true
   done
 done
@@ -92,7 +98,10 @@ echo "| target | OTLP/HTTP protobuf spans/s | ratio | OTLP/gRPC spans/s | ratio 
 echo "|---|---|---|---|---|"
 printf "| body-reading hyper server (reference) | %.0f | %.2f | | |\n" "$READ_ONLY" "$(echo "$READ_ONLY/$BASE_HTTP" | bc -l)"
 printf "| no-op OTLP receiver (baseline: hyper+prost / tonic) | %.0f | 1.00 | %.0f | 1.00 |\n" "$BASE_HTTP" "$BASE_GRPC"
-for FSYNC in always never; do
-  printf "| sidecar fsync=%s | %.0f | %.2f | %.0f | %.2f |\n" "$FSYNC" "${HTTP[$FSYNC]}" "$(echo "${HTTP[$FSYNC]}/$BASE_HTTP" | bc -l)" \
-    "${GRPC[$FSYNC]}" "$(echo "${GRPC[$FSYNC]}/$BASE_GRPC" | bc -l)"
+for V in "${VARIANTS[@]}"; do
+  case $V in noindex) LABEL="fsync=always, query.index=false" ;; *) LABEL="fsync=$V" ;; esac
+  printf "| sidecar %s | %.0f | %.2f | %.0f | %.2f |\n" "$LABEL" "${HTTP[$V]}" "$(echo "${HTTP[$V]}/$BASE_HTTP" | bc -l)" \
+    "${GRPC[$V]}" "$(echo "${GRPC[$V]}/$BASE_GRPC" | bc -l)"
 done
+printf "trace index cost (fsync=always, index on vs off): HTTP %.1f %%, gRPC %.1f %%\n" \
+  "$(echo "(1-${HTTP[always]}/${HTTP[noindex]})*100" | bc -l)" "$(echo "(1-${GRPC[always]}/${GRPC[noindex]})*100" | bc -l)"

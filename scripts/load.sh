@@ -38,9 +38,13 @@ echo "== baseline: no-op hyper server" >&2
 "$NOOP" 127.0.0.1:19000 2>/dev/null & NOOP_PID=$!; wait_port 19000
 BASE=$(run_wrk http://127.0.0.1:19000/v1/traces); kill $NOOP_PID; wait $NOOP_PID 2>/dev/null || true
 
+# "noindex": fsync = always with query.index = false (the trace index's cost, same run).
+VARIANTS=(always noindex never)
 declare -A RPS IDLE LOADED
-for FSYNC in always never; do
-  echo "== sidecar fsync=$FSYNC" >&2
+for V in "${VARIANTS[@]}"; do
+  FSYNC=$V; INDEX=true
+  [ "$V" = noindex ] && { FSYNC=always; INDEX=false; }
+  echo "== sidecar $V" >&2
   rm -rf "$WORK/data"
   cat > "$WORK/sidecar.toml" <<TOML
 [ingest]
@@ -55,14 +59,16 @@ max_bytes = 4294967296
 [forward]
 requests_per_second = 0
 runs_per_second = 0
+[query]
+index = $INDEX
 [log]
 level = "warn"
 TOML
   DYNAMIQ_ACCESS_KEY=bench-key "$BIN" run --config "$WORK/sidecar.toml" & PID=$!; wait_port 19002
-  sleep 1; IDLE[$FSYNC]=$(rss_kib $PID)
+  sleep 1; IDLE[$V]=$(rss_kib $PID)
   ( sleep $((DURATION / 2)); rss_kib $PID > "$WORK/rss" ) &
-  RPS[$FSYNC]=$(run_wrk http://127.0.0.1:19002/v1/traces)
-  LOADED[$FSYNC]=$(cat "$WORK/rss")
+  RPS[$V]=$(run_wrk http://127.0.0.1:19002/v1/traces)
+  LOADED[$V]=$(cat "$WORK/rss")
   kill -TERM $PID; wait $PID 2>/dev/null || true
 done
 
@@ -75,9 +81,11 @@ echo
 echo "| target | req/s | ratio to no-op | MB/s of body | RSS idle | RSS under load |"
 echo "|---|---|---|---|---|---|"
 printf "| no-op hyper server (baseline) | %.0f | 1.00 | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)"
-for FSYNC in always never; do
-  printf "| sidecar fsync=%s | %.0f | %.2f | %.0f | %s KiB | %s KiB |\n" "$FSYNC" "${RPS[$FSYNC]}" "$(echo "${RPS[$FSYNC]}/$BASE" | bc -l)" \
-    "$(echo "${RPS[$FSYNC]}*$BODY_BYTES/1000000" | bc -l)" "${IDLE[$FSYNC]}" "${LOADED[$FSYNC]}"
+for V in "${VARIANTS[@]}"; do
+  case $V in noindex) LABEL="fsync=always, query.index=false" ;; *) LABEL="fsync=$V" ;; esac
+  printf "| sidecar %s | %.0f | %.2f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
+    "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${IDLE[$V]}" "${LOADED[$V]}"
 done
+printf "trace index cost (fsync=always, index on vs off): %.1f %%\n" "$(echo "(1-${RPS[always]}/${RPS[noindex]})*100" | bc -l)"
 echo
 echo "disk: $DD"

@@ -11,15 +11,31 @@ use std::path::Path;
 
 /// Writes `body` plus its CRC32 to `path` atomically, creating the directory if needed.
 pub fn write(path: &Path, body: &[u8]) -> io::Result<()> {
+    write_with(path, |w| w.write_all(body))
+}
+
+/// Like [`write`], with the body streamed by `fill` (no copy of a large body in memory).
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.write_all(&crc32fast::hash(body).to_le_bytes())?;
+        let mut w = CrcWriter {
+            inner: io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?),
+            crc: crc32fast::Hasher::new(),
+        };
+        fill(&mut w)?;
+        let crc = w.crc.finalize();
+        let mut f = w
+            .inner
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        f.write_all(&crc.to_le_bytes())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -29,6 +45,23 @@ pub fn write(path: &Path, body: &[u8]) -> io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Passes writes through and checksums them.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// What [`read`] found wrong.

@@ -17,6 +17,7 @@
 //! - A missing, torn or foreign snapshot is logged and ignored (the buffer replay still runs).
 //!   The snapshot is a convenience: nothing about delivery depends on it.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,30 +56,25 @@ fn delivery_of(code: u8) -> Option<Delivery> {
     }
 }
 
-/// Encodes traces: magic, then per trace `id_len u32, id, age_ms u64, run_count u32`, then per
-/// run `seq u64, delivery u8, json_len u32, json` (little endian).
-fn encode(traces: &[SavedTrace]) -> Vec<u8> {
-    let size: usize = traces
-        .iter()
-        .map(|t| 16 + t.id.len() + t.runs.iter().map(|r| 13 + r.2.len()).sum::<usize>())
-        .sum();
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + size);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(traces.len() as u32).to_le_bytes());
+/// Writes traces: magic, trace count `u32`, then per trace `id_len u32, id, age_ms u64,
+/// run_count u32`, then per run `seq u64, delivery u8, json_len u32, json` (little endian).
+fn encode(traces: &[SavedTrace], out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&(traces.len() as u32).to_le_bytes())?;
     for t in traces {
-        out.extend_from_slice(&(t.id.len() as u32).to_le_bytes());
-        out.extend_from_slice(t.id.as_bytes());
+        out.write_all(&(t.id.len() as u32).to_le_bytes())?;
+        out.write_all(t.id.as_bytes())?;
         let age_ms = u64::try_from(t.age.as_millis()).unwrap_or(u64::MAX);
-        out.extend_from_slice(&age_ms.to_le_bytes());
-        out.extend_from_slice(&(t.runs.len() as u32).to_le_bytes());
+        out.write_all(&age_ms.to_le_bytes())?;
+        out.write_all(&(t.runs.len() as u32).to_le_bytes())?;
         for (seq, delivery, json) in &t.runs {
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.push(delivery_code(*delivery));
-            out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-            out.extend_from_slice(json);
+            out.write_all(&seq.to_le_bytes())?;
+            out.write_all(&[delivery_code(*delivery)])?;
+            out.write_all(&(json.len() as u32).to_le_bytes())?;
+            out.write_all(json)?;
         }
     }
-    out
+    Ok(())
 }
 
 /// A cursor over a snapshot body that fails (instead of panicking) past its end.
@@ -141,8 +137,9 @@ fn decode(body: Vec<u8>) -> Result<Vec<SavedTrace>, &'static str> {
 }
 
 /// Saves the index to `path`.
-pub fn save(index: &QueryIndex, path: &Path) -> std::io::Result<()> {
-    state_file::write(path, &encode(&index.saved()))
+pub fn save(index: &QueryIndex, path: &Path) -> io::Result<()> {
+    let traces = index.saved();
+    state_file::write_with(path, |w| encode(&traces, w))
 }
 
 /// Loads the snapshot at `path` into `index` (expired traces skipped). Returns the highest
@@ -337,7 +334,9 @@ mod tests {
             runs: vec![(1, Delivery::Delivered, run("r", "old"))],
         }];
         let b = QueryIndex::unregistered(1 << 20, Duration::from_secs(3600));
-        b.restore(decode(encode(&traces)).unwrap());
+        let mut body = Vec::new();
+        encode(&traces, &mut body).unwrap();
+        b.restore(decode(body).unwrap());
         assert!(b.is_empty());
     }
 }

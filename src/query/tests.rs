@@ -432,3 +432,75 @@ fn the_passthrough_url_never_leaves_the_configured_origin() {
         assert!(upstream_url(&base, bad, None).is_err(), "{bad}");
     }
 }
+
+mod invariants {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Runs (trace, run, has parent, failed, ended) appended as one batch.
+        Ingest(Vec<(u8, u8, bool, bool, bool)>),
+        Deliver(Vec<u8>),
+        DeadLetter(Vec<u8>),
+        Settle(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::vec((0u8..6, 0u8..20, any::<bool>(), any::<bool>(), any::<bool>()), 1..8)
+                .prop_map(Op::Ingest),
+            2 => prop::collection::vec(0u8..60, 1..8).prop_map(Op::Deliver),
+            1 => prop::collection::vec(0u8..60, 1..3).prop_map(Op::DeadLetter),
+            1 => (0u8..60).prop_map(Op::Settle),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_sequence_of_updates_keeps_the_index_consistent(
+            ops in prop::collection::vec(op(), 1..40),
+            max_bytes in 300u64..5000,
+        ) {
+            let ix = QueryIndex::unregistered(max_bytes, Duration::from_secs(3600));
+            let mut next_seq = 1u64;
+            for op in ops {
+                match op {
+                    Op::Ingest(runs) => {
+                        let runs: Vec<Bytes> = runs
+                            .iter()
+                            .map(|&(t, r, child, failed, ended)| {
+                                run(
+                                    &format!("r{r}"),
+                                    &format!("t{t}"),
+                                    child.then_some("r0"),
+                                    if failed { "failed" } else { "succeeded" },
+                                    T0,
+                                    ended.then_some(T1),
+                                )
+                            })
+                            .collect();
+                        ix.ingest_json(next_seq, &runs);
+                        next_seq += runs.len() as u64;
+                    }
+                    Op::Deliver(seqs) => {
+                        ix.mark(Delivery::Delivered, &mut seqs.iter().map(|&s| u64::from(s)));
+                    }
+                    Op::DeadLetter(seqs) => {
+                        ix.mark(Delivery::DeadLettered, &mut seqs.iter().map(|&s| u64::from(s)));
+                    }
+                    Op::Settle(through) => ix.settle_through(u64::from(through)),
+                }
+                ix.check_invariants();
+                let (page, total) = ix.list(&Filter::default(), Sort::default(), 1, 500);
+                prop_assert_eq!(page.len(), total);
+                prop_assert_eq!(total, ix.len());
+                for s in page {
+                    let d = ix.get(&s.id).unwrap();
+                    prop_assert_eq!(d.runs.len(), s.runs);
+                    prop_assert_eq!(d.summary, s);
+                }
+            }
+        }
+    }
+}
