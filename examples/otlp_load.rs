@@ -4,7 +4,8 @@
 //!   spans repeated REPEAT times (default 25 → 500 spans, the OTel SDKs' default batch size),
 //!   each copy with its own span ids so that every span is distinct.
 //! - `otlp_load grpc http://127.0.0.1:4317 BODY CONCURRENCY SECONDS`: sends BODY with
-//!   `TraceService/Export` from CONCURRENCY concurrent callers for SECONDS, then prints
+//!   `TraceService/Export` (pre-encoded once, like `wrk`'s body) from CONCURRENCY concurrent
+//!   callers for SECONDS, then prints
 //!   `requests spans seconds errors` on one line.
 //! - `otlp_load noop-grpc 127.0.0.1:PORT`: a gRPC TraceService that decodes each request and
 //!   answers success without doing anything else (the gRPC baseline).
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -73,8 +73,41 @@ impl TraceService for Noop {
     }
 }
 
-async fn load_grpc(url: String, body: ExportTraceServiceRequest, concurrency: usize, secs: u64) {
-    let spans = spans_in(&body);
+/// Sends a request that is already protobuf-encoded, as is (the way `wrk` sends a prepared
+/// body): the load generator neither clones nor encodes per call. Answers are decoded.
+#[derive(Clone, Default)]
+struct PreEncoded;
+
+impl tonic::codec::Codec for PreEncoded {
+    type Encode = bytes::Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = PreEncoded;
+    type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl tonic::codec::Encoder for PreEncoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+async fn load_grpc(url: String, body: bytes::Bytes, concurrency: usize, secs: u64) {
+    let spans = spans_in(&ExportTraceServiceRequest::decode(body.clone()).expect("body decodes"));
     let channel = tonic::transport::Endpoint::from_shared(url)
         .expect("valid url")
         .connect()
@@ -84,16 +117,28 @@ async fn load_grpc(url: String, body: ExportTraceServiceRequest, concurrency: us
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
-    let body = Arc::new(body);
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let mut client = TraceServiceClient::new(channel.clone())
+        let mut client = tonic::client::Grpc::new(channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        let (requests, errors, body) = (requests.clone(), errors.clone(), body.clone());
+        let (requests, errors, body, path) =
+            (requests.clone(), errors.clone(), body.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                match client.export((*body).clone()).await {
+                let sent = async {
+                    client
+                        .ready()
+                        .await
+                        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+                    client
+                        .unary(tonic::Request::new(body.clone()), path.clone(), PreEncoded)
+                        .await
+                };
+                match sent.await {
                     Ok(r) if r.get_ref().partial_success.is_none() => {
                         requests.fetch_add(1, Ordering::Relaxed);
                     }
@@ -130,8 +175,7 @@ async fn main() {
             eprintln!("{} spans, {} bytes", spans_in(&body), body.encoded_len());
         }
         Some("grpc") if args.len() == 5 => {
-            let bytes = std::fs::read(&args[2]).expect("read body");
-            let body = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("body decodes");
+            let body = bytes::Bytes::from(std::fs::read(&args[2]).expect("read body"));
             let concurrency = args[3].parse().unwrap_or_else(|_| usage());
             let secs = args[4].parse().unwrap_or_else(|_| usage());
             load_grpc(args[1].clone(), body, concurrency, secs).await;
