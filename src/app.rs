@@ -163,6 +163,9 @@ pub async fn run_with(
             &mut registry,
         ))
     });
+    if let Some(index) = &query_index {
+        buffer.set_drop_observer(index.clone());
+    }
     let index_snapshot = snapshot::snapshot_path(&config.buffer.path);
     let snapshot_seq = match &query_index {
         Some(index) => snapshot::load(index, &index_snapshot),

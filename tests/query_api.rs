@@ -383,3 +383,25 @@ fn with_the_index_off_the_endpoints_say_so() {
         assert_eq!(body["error"]["code"], "index_disabled", "{path}: {body}");
     }
 }
+
+#[test]
+fn runs_the_buffer_dropped_are_shown_dropped_not_pending() {
+    let mut collector = MockCollector::start();
+    collector.stop();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("buffer.segment_bytes", 16 * 1024)
+        .set("buffer.max_bytes", 64 * 1024)
+        .start();
+    for i in 0..60 {
+        let body = batches::batch(&format!("drop{i}"), 4);
+        assert_eq!(sidecar.post_runs(&body).0, 200, "batch {i}");
+    }
+    assert_eq!(delivery(&sidecar, "drop0"), "dropped");
+    assert_eq!(delivery(&sidecar, "drop59"), "pending");
+    collector.resume();
+    wait_until("the newest delivered", WAIT, || {
+        delivery(&sidecar, "drop59") == "delivered"
+    });
+    assert_eq!(delivery(&sidecar, "drop0"), "dropped");
+}

@@ -212,6 +212,13 @@ pub struct Appended {
     pub last_seq: u64,
 }
 
+/// Told when the buffer drops records before every consumer acknowledged them.
+pub trait DropObserver: Send + Sync {
+    /// The segment holding `first_seq..=last_seq` was dropped (records in that range some
+    /// consumer had not acknowledged are gone).
+    fn records_dropped(&self, first_seq: u64, last_seq: u64);
+}
+
 /// One buffered record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -409,6 +416,16 @@ impl Buffer {
         };
         let acked = reader::register_consumer(&mut shared.lock(), consumer, persisted);
         Reader::new(Arc::clone(shared), consumer.to_owned(), acked)
+    }
+
+    /// Tells `observer` the sequence numbers of every segment dropped from now on (under
+    /// `when_full = "drop_oldest"` or a full disk). Only the first observer set is kept.
+    pub fn set_drop_observer(&self, observer: Arc<dyn DropObserver>) {
+        let _ = self
+            .inner
+            .shared
+            .drop_observer
+            .set(state::ObserverSlot(observer));
     }
 
     /// A reader of the records after `after_seq` for no consumer (to rebuild in-memory views

@@ -134,6 +134,17 @@ pub(crate) struct Shared {
     pub disk_trouble: Mutex<Option<Instant>>,
     /// `close()` was called or the last `Buffer` handle dropped.
     pub closed: AtomicBool,
+    /// Told which sequence numbers a dropped segment held.
+    pub drop_observer: std::sync::OnceLock<ObserverSlot>,
+}
+
+/// A [`DropObserver`](super::DropObserver) (a newtype so that [`Shared`] stays `Debug`).
+pub(crate) struct ObserverSlot(pub Arc<dyn super::DropObserver>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DropObserver")
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -166,6 +177,7 @@ impl Shared {
             full: AtomicBool::new(false),
             disk_trouble: Mutex::new(None),
             closed: AtomicBool::new(false),
+            drop_observer: std::sync::OnceLock::new(),
         };
         shared.refresh_gauges(&shared.lock());
         shared
@@ -221,9 +233,13 @@ impl Shared {
             st.total_records = st.total_records.saturating_sub(meta.records);
             st.corrupt_seen.retain(|(seg, _)| *seg != id);
             self.refresh_gauges(&st);
-            meta.unacked(st.min_acked())
+            (meta.unacked(st.min_acked()), meta.first_seq, meta.last_seq)
         };
+        let (dropped, first_seq, last_seq) = dropped;
         if let Some(reason) = reason {
+            if let (Some(slot), Some(first)) = (self.drop_observer.get(), first_seq) {
+                slot.0.records_dropped(first, last_seq);
+            }
             self.metrics.dropped(reason, dropped);
             tracing::warn!(
                 segment = id,

@@ -104,6 +104,19 @@ struct RunEntry {
     delivery: Delivery,
 }
 
+impl Aggregate {
+    /// Adds `n` (±1) runs in state `d` to the counts.
+    fn count(&mut self, d: Delivery, n: isize) {
+        let slot = match d {
+            Delivery::Pending => &mut self.pending,
+            Delivery::DeadLettered => &mut self.dead,
+            Delivery::Dropped => &mut self.dropped,
+            Delivery::Delivered => return,
+        };
+        *slot = slot.saturating_add_signed(n);
+    }
+}
+
 /// What a trace's summary is computed from; refreshed whenever its runs change.
 #[derive(Debug, Clone, Copy, Default)]
 struct Aggregate {
@@ -116,6 +129,7 @@ struct Aggregate {
     status: Option<RunStatus>,
     pending: usize,
     dead: usize,
+    dropped: usize,
 }
 
 #[derive(Debug)]
@@ -173,11 +187,7 @@ impl Trace {
                 None => all_ended = false,
             }
             any_failed |= r.status == Some(RunStatus::Failed);
-            match r.delivery {
-                Delivery::Pending => agg.pending += 1,
-                Delivery::DeadLettered => agg.dead += 1,
-                Delivery::Delivered => {}
-            }
+            agg.count(r.delivery, 1);
         }
         agg.end = if all_ended { last_end } else { None };
         agg.status = self
@@ -191,6 +201,8 @@ impl Trace {
     fn delivery(&self) -> Delivery {
         if self.agg.dead > 0 {
             Delivery::DeadLettered
+        } else if self.agg.dropped > 0 {
+            Delivery::Dropped
         } else if self.agg.pending == 0 && !self.runs.is_empty() {
             Delivery::Delivered
         } else {
@@ -590,10 +602,8 @@ impl QueryIndex {
                 && r.delivery == Delivery::Pending
             {
                 r.delivery = outcome;
-                t.agg.pending -= 1;
-                if outcome == Delivery::DeadLettered {
-                    t.agg.dead += 1;
-                }
+                t.agg.count(Delivery::Pending, -1);
+                t.agg.count(outcome, 1);
                 changed = true;
             }
         }
@@ -609,13 +619,28 @@ impl QueryIndex {
             if let Some(r) = t.runs.iter_mut().find(|r| r.seq == seq) {
                 if r.delivery == Delivery::Delivered {
                     r.delivery = Delivery::DeadLettered;
-                    t.agg.dead += 1;
+                    t.agg.count(Delivery::DeadLettered, 1);
                     self.generation.fetch_add(1, Ordering::Relaxed);
                 }
                 return;
             }
         }
         inner.remember_early(seq, Delivery::DeadLettered);
+    }
+
+    /// Marks the pending runs stored under `first_seq..=last_seq` dropped (the buffer dropped
+    /// them before the collector took them).
+    pub fn mark_dropped(&self, first_seq: u64, last_seq: u64) {
+        let seqs: Vec<u64> = self
+            .lock()
+            .by_seq
+            .keys()
+            .copied()
+            .filter(|s| (first_seq..=last_seq).contains(s))
+            .collect();
+        if !seqs.is_empty() {
+            self.mark(Delivery::Dropped, &mut seqs.into_iter());
+        }
     }
 
     /// Marks every pending run with a sequence number `<= acked` delivered: after a restart,
@@ -765,6 +790,12 @@ impl QueryIndex {
         for (seq, (tid, i)) in &inner.by_seq {
             assert_eq!(inner.traces[tid].runs[*i].seq, *seq);
         }
+    }
+}
+
+impl crate::buffer::DropObserver for QueryIndex {
+    fn records_dropped(&self, first_seq: u64, last_seq: u64) {
+        self.mark_dropped(first_seq, last_seq);
     }
 }
 

@@ -44,6 +44,8 @@ pub enum Delivery {
     Delivered,
     /// Moved to the dead-letter store.
     DeadLettered,
+    /// Dropped by the buffer before delivery (`buffer.when_full = "drop_oldest"`, disk full).
+    Dropped,
 }
 
 /// The forwarder's report of what became of runs (see [`crate::forward::Forwarder::with_delivery_observer`]).

@@ -44,6 +44,7 @@ fn delivery_code(d: Delivery) -> u8 {
         Delivery::Pending => 0,
         Delivery::Delivered => 1,
         Delivery::DeadLettered => 2,
+        Delivery::Dropped => 3,
     }
 }
 
@@ -52,6 +53,7 @@ fn delivery_of(code: u8) -> Option<Delivery> {
         0 => Some(Delivery::Pending),
         1 => Some(Delivery::Delivered),
         2 => Some(Delivery::DeadLettered),
+        3 => Some(Delivery::Dropped),
         _ => None,
     }
 }

@@ -33,7 +33,8 @@ pub struct TraceSummary {
     pub status: Option<String>,
     /// Number of runs (distinct run ids).
     pub runs: usize,
-    /// `dead_lettered` if any run was, else `delivered` if every run was, else `pending`.
+    /// `dead_lettered` if any run was, else `dropped` if the buffer dropped any, else
+    /// `delivered` if every run was, else `pending`.
     pub delivery: Delivery,
 }
 

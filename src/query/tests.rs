@@ -444,6 +444,7 @@ mod invariants {
         Deliver(Vec<u8>),
         DeadLetter(Vec<u8>),
         Settle(u8),
+        Drop(u8, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -453,6 +454,7 @@ mod invariants {
             2 => prop::collection::vec(0u8..60, 1..8).prop_map(Op::Deliver),
             1 => prop::collection::vec(0u8..60, 1..3).prop_map(Op::DeadLetter),
             1 => (0u8..60).prop_map(Op::Settle),
+            1 => (0u8..60, 0u8..8).prop_map(|(a, n)| Op::Drop(a, a.saturating_add(n))),
         ]
     }
 
@@ -490,6 +492,7 @@ mod invariants {
                         ix.mark(Delivery::DeadLettered, &mut seqs.iter().map(|&s| u64::from(s)));
                     }
                     Op::Settle(through) => ix.settle_through(u64::from(through)),
+                    Op::Drop(a, b) => ix.mark_dropped(u64::from(a), u64::from(b)),
                 }
                 ix.check_invariants();
                 let (page, total) = ix.list(&Filter::default(), Sort::default(), 1, 500);
@@ -503,4 +506,19 @@ mod invariants {
             }
         }
     }
+}
+
+#[test]
+fn runs_dropped_by_the_buffer_are_dropped_unless_already_resolved() {
+    let ix = index();
+    ix.ingest_json(1, &[run("a", "t1", None, "succeeded", T0, Some(T1))]);
+    ix.ingest_json(2, &[run("b", "t2", None, "succeeded", T0, Some(T1))]);
+    ix.ingest_json(3, &[run("c", "t3", None, "succeeded", T0, Some(T1))]);
+    delivered(&ix, &[1]);
+    ix.mark_dropped(1, 2);
+    let state = |t| ix.get(t).unwrap().summary.delivery;
+    assert_eq!(state("t1"), Delivery::Delivered);
+    assert_eq!(state("t2"), Delivery::Dropped);
+    assert_eq!(state("t3"), Delivery::Pending);
+    ix.check_invariants();
 }
