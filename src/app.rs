@@ -166,6 +166,10 @@ pub async fn run_with(
     if let Some(index) = &query_index {
         buffer.set_drop_observer(index.clone());
     }
+    if config.outputs.otlp.is_some() {
+        // A stalled OTLP backend must never make the buffer refuse or drop collector data.
+        buffer.yield_when_full(OTLP_CONSUMER);
+    }
     let index_snapshot = snapshot::snapshot_path(&config.buffer.path);
     let snapshot_seq = match &query_index {
         Some(index) => snapshot::load(index, &index_snapshot),

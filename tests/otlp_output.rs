@@ -185,3 +185,50 @@ fn otel_environment_overrides_the_section_but_never_enables_the_output_alone() {
     assert_eq!(request.header("x-api-key"), Some("otlp-secret-value"));
     assert!(!a.logs().contains("otlp-secret-value"));
 }
+
+#[test]
+fn a_full_buffer_under_block_skips_the_stalled_otlp_backlog_instead_of_refusing_ingest() {
+    let a_collector = MockCollector::start();
+    let a = Sidecar::builder(&a_collector.url())
+        .access_key(KEY)
+        .set("buffer.segment_bytes", 16 * 1024)
+        .set("buffer.max_bytes", 64 * 1024)
+        .set("buffer.when_full", "block")
+        .set(
+            "outputs.otlp.endpoint",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .start();
+    // ~10 buffers' worth: the OTLP output never acknowledges any of it.
+    let mut sent = 0;
+    for i in 0..40 {
+        let body = support::batches::batch(&format!("lag{i}"), 4);
+        let mut answer = a.post_runs(&body).0;
+        // The collector drains between posts; a 429 may only be momentary.
+        for _ in 0..50 {
+            if answer != 429 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            answer = a.post_runs(&body).0;
+        }
+        assert_eq!(answer, 200, "batch {i}");
+        sent += 4;
+    }
+    wait_until("everything reached the collector", WAIT, || {
+        a_collector.accepted_runs().len() >= sent
+    });
+    let metrics = a.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("reason=\"output_lag\"") && !l.ends_with(" 0")),
+        "the skipped OTLP backlog is counted:\n{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.contains("reason=\"drop_oldest\"") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

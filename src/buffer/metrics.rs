@@ -17,6 +17,9 @@ pub enum DropReason {
     DropOldest,
     /// The disk (or quota) was full under `when_full = "drop_oldest"`.
     DiskFull,
+    /// The buffer was full and a yielding consumer (the OTLP output) was the only one still
+    /// holding the oldest segment: it skips those records, the other consumers lose nothing.
+    OutputLag,
 }
 
 impl DropReason {
@@ -25,6 +28,7 @@ impl DropReason {
         match self {
             DropReason::DropOldest => "drop_oldest",
             DropReason::DiskFull => "disk_full",
+            DropReason::OutputLag => "output_lag",
         }
     }
 }

@@ -428,6 +428,22 @@ impl Buffer {
             .set(state::ObserverSlot(observer));
     }
 
+    /// Makes `consumer` give way when the buffer is full: if the oldest segment is then held
+    /// only by yielding consumers (every other consumer acknowledged it), they skip its
+    /// unacknowledged records (counted as dropped with reason `output_lag`) and it is deleted,
+    /// before `when_full` applies. A stalled secondary output (the OTLP output) thus never
+    /// makes the buffer refuse or drop what the collector has not received yet.
+    pub fn yield_when_full(&self, consumer: &str) {
+        let shared = &self.inner.shared;
+        let mut yielding = shared
+            .yielding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !yielding.iter().any(|c| c == consumer) {
+            yielding.push(consumer.to_owned());
+        }
+    }
+
     /// A reader of the records after `after_seq` for no consumer (to rebuild in-memory views
     /// such as the trace index): it does not hold back segment deletion and cannot acknowledge.
     pub fn replay_reader(&self, after_seq: u64) -> Reader {

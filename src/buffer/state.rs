@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Told which sequence numbers a dropped segment held.
     pub drop_observer: std::sync::OnceLock<ObserverSlot>,
+    /// Consumers that give way when the buffer is full (see [`Buffer::yield_when_full`](super::Buffer::yield_when_full)).
+    pub yielding: Mutex<Vec<String>>,
 }
 
 /// A [`DropObserver`](super::DropObserver) (a newtype so that [`Shared`] stays `Debug`).
@@ -178,6 +180,7 @@ impl Shared {
             disk_trouble: Mutex::new(None),
             closed: AtomicBool::new(false),
             drop_observer: std::sync::OnceLock::new(),
+            yielding: Mutex::new(Vec::new()),
         };
         shared.refresh_gauges(&shared.lock());
         shared

@@ -1364,3 +1364,49 @@ mod model {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_makes_a_lagging_yielding_consumer_skip_instead_of_refusing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BufferConfig {
+        max_bytes: 3 * SEG,
+        when_full: WhenFull::Block,
+        ..config(dir.path())
+    };
+    let (b, _) = open(&cfg, &["dynamiq", "otlp"]);
+    b.yield_when_full("otlp");
+    let mut primary = b.reader("dynamiq");
+    let mut lagging = b.reader("otlp");
+    // The primary keeps up; the yielding consumer never acknowledges.
+    for i in 0..30 {
+        b.append(vec![payload(i, 1000)])
+            .await
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+        let got = drain(&mut primary).await;
+        primary.ack(*seqs(&got).last().unwrap()).unwrap();
+    }
+    let skipped = dropped(&b, DropReason::OutputLag);
+    assert!(skipped >= 21, "skipped {skipped}");
+    assert_eq!(dropped(&b, DropReason::DropOldest), 0);
+    assert!(b.stats().bytes <= cfg.max_bytes);
+    // The lagging consumer resumes with what is left, in order, up to the newest.
+    let got = seqs(&drain(&mut lagging).await);
+    assert_eq!(got.first().copied(), Some(skipped + 1));
+    assert_eq!(*got.last().unwrap(), 30);
+
+    // Once the primary falls behind, the yielding consumer no longer frees anything: `block`
+    // refuses as before and nothing the primary has not read is lost.
+    let mut refused = None;
+    for i in 30..60 {
+        if let Err(e) = b.append(vec![payload(i, 1000)]).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(AppendError::Full { .. })),
+        "{refused:?}"
+    );
+    let pending = seqs(&drain(&mut primary).await);
+    assert_eq!(pending.first().copied(), Some(31));
+}

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::mem;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -260,8 +260,9 @@ impl Writer {
             let clean = self.rollback(&plan, &mut new_files);
             rolled_back = Some(clean);
             if clean
-                && self.shared.limits.when_full == WhenFull::DropOldest
-                && self.drop_oldest(DropReason::DiskFull)
+                && (self.release_from_yielding()
+                    || (self.shared.limits.when_full == WhenFull::DropOldest
+                        && self.drop_oldest(DropReason::DiskFull)))
             {
                 result = self.execute(&plan, &mut new_files);
                 rolled_back = None;
@@ -371,6 +372,9 @@ impl Writer {
             if total.saturating_add(need) <= max {
                 return Ok(());
             }
+            if self.release_from_yielding() {
+                continue;
+            }
             if self.shared.limits.when_full == WhenFull::Block
                 || !self.drop_oldest(DropReason::DropOldest)
             {
@@ -381,6 +385,56 @@ impl Writer {
                 });
             }
         }
+    }
+
+    /// Deletes the oldest (non-active) segment if only yielding consumers still hold it: they
+    /// are moved past it, their skipped records counted. Returns whether one was deleted.
+    fn release_from_yielding(&self) -> bool {
+        let yielding = self
+            .shared
+            .yielding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if yielding.is_empty() {
+            return false;
+        }
+        let (id, skipped) = {
+            let mut st = self.shared.lock();
+            let Some(meta) = st.segments.values().next().cloned() else {
+                return false;
+            };
+            let (id, last_seq) = (meta.id, meta.last_seq);
+            let held_by_others = st
+                .consumers
+                .iter()
+                .any(|(name, c)| !yielding.contains(name) && meta.unacked(c.acked) > 0);
+            if id == self.active.id || held_by_others {
+                return false;
+            }
+            let mut skipped = 0;
+            for name in &yielding {
+                let n = st.consumers.get(name).map_or(0, |c| meta.unacked(c.acked));
+                if let Some(c) = st.consumers.get_mut(name)
+                    && c.acked < last_seq
+                {
+                    c.acked = last_seq;
+                }
+                skipped += n;
+            }
+            (id, skipped)
+        };
+        if skipped > 0 {
+            self.shared.metrics.dropped(DropReason::OutputLag, skipped);
+            tracing::warn!(
+                segment = id,
+                records = skipped,
+                "buffer full: a lagging output skips the oldest segment (the collector already has it)"
+            );
+        }
+        self.shared.remove_segment(id, None);
+        self.shared.wake_housekeeper(HkMsg::Wake);
+        true
     }
 
     /// Deletes the oldest segment unless it is the active one. Returns whether one was deleted.
