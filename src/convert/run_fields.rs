@@ -75,13 +75,15 @@ impl<'a> RunFields<'a> {
     }
 }
 
-/// A raw value as a string, if it is one.
+/// A raw value as a string, if it is one: borrowed when it has no escapes (a raw value is
+/// valid JSON, so a string without a backslash is exactly the text between its quotes).
 pub fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<Cow<'a, str>>(text).ok()
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 /// A raw value as an integer, if it is one (integral floats included).
@@ -223,5 +225,9 @@ mod tests {
         assert_eq!(raw_i64(&raw("12.0")), Some(12));
         assert_eq!(raw_i64(&raw("\"12\"")), None);
         assert_eq!(raw_f64(&raw("1e-6")), Some(1e-6));
+        assert_eq!(raw_str(&raw(r#""plain""#)), Some(Cow::Borrowed("plain")));
+        assert_eq!(raw_str(&raw(r#""""#)), Some(Cow::Borrowed("")));
+        assert_eq!(raw_str(&raw(r#""a\"b\u00e9""#)).as_deref(), Some("a\"bé"));
+        assert_eq!(raw_str(&raw("12")), None);
     }
 }
