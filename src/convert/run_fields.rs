@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
                 f.write_str("a run object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(16);
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(24);
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     match fields.iter_mut().find(|(existing, _)| *existing == k) {
                         Some(slot) => slot.1 = v,
@@ -64,9 +64,14 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
 }
 
 impl<'a> RunFields<'a> {
-    /// Parses a run's JSON (an object; anything else is an error).
+    /// Parses a run's JSON (an object; anything else is an error). UTF-8 is checked once for
+    /// the whole run rather than piece by piece; bytes that are not UTF-8 get `serde_json`'s own
+    /// error, as before.
     pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(json)
+        match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(json),
+        }
     }
 
     /// The raw value of a field.

@@ -36,7 +36,14 @@ pub fn runs_to_request_bytes<'a>(
 ) -> EncodedRuns {
     let resource = dynamiq_resource(options);
     let scope = dynamiq_scope();
-    let mut w = RequestWriter::default();
+    let runs: Vec<&[u8]> = runs.into_iter().collect();
+    // A span takes a little more than its run (attribute keys, ids, times): sized up front, the
+    // buffer is never moved while it grows.
+    let estimate: usize = runs.iter().map(|r| 2 * r.len() + 256).sum();
+    let mut w = RequestWriter {
+        out: Vec::with_capacity(estimate),
+        ..RequestWriter::default()
+    };
     let mut failed = Vec::new();
     for (i, run) in runs.into_iter().enumerate() {
         match read_run(run) {
@@ -49,7 +56,7 @@ pub fn runs_to_request_bytes<'a>(
                 w.spans += 1;
             }
             Ok(ReadRun::Dynamiq(run)) => {
-                w.group((&resource, ""), (&scope, ""));
+                w.group_dynamiq(&resource, &scope);
                 let span = open(&mut w.out, SCOPE_SPANS_SPANS, 2);
                 let mut attrs = ProtoAttrs {
                     out: &mut w.out,
@@ -163,6 +170,9 @@ struct RequestWriter {
     out: Vec<u8>,
     resource: Option<Group<Resource>>,
     scope: Option<Group<InstrumentationScope>>,
+    /// The open groups are keyed by the Dynamiq resource and scope (so a Dynamiq run need not
+    /// compare them again).
+    dynamiq: bool,
     spans: u64,
 }
 
@@ -170,6 +180,9 @@ impl RequestWriter {
     /// Makes sure the next span goes under `resource` and `scope`, reusing the open groups when
     /// they match (as [`super::runs_to_request`] does).
     fn group(&mut self, resource: (&Resource, &str), scope: (&InstrumentationScope, &str)) {
+        if !Group::holds(&self.resource, resource) || !Group::holds(&self.scope, scope) {
+            self.dynamiq = false;
+        }
         if !Group::holds(&self.resource, resource) {
             self.close_scope();
             self.close_resource();
@@ -186,6 +199,14 @@ impl RequestWriter {
                 (RESOURCE_SPANS_SCOPE_SPANS, SCOPE_SPANS_SCOPE),
                 scope,
             ));
+        }
+    }
+
+    /// [`Self::group`] for a Dynamiq run: `resource` and `scope` are the Dynamiq ones.
+    fn group_dynamiq(&mut self, resource: &Resource, scope: &InstrumentationScope) {
+        if !self.dynamiq {
+            self.group((resource, ""), (scope, ""));
+            self.dynamiq = true;
         }
     }
 
