@@ -1,5 +1,7 @@
-//! Dynamiq runs → OTLP spans (CONVERSION.md, "Run → span"), the direction the OTLP output and
-//! `dynamiq-sidecar convert` use.
+//! Dynamiq runs → OTLP spans (CONVERSION.md, "Run → span"): reading a run, deriving its span's
+//! attributes into an [`AttrSink`], and the struct path ([`runs_to_request`]) that
+//! `dynamiq-sidecar convert` uses and that tests hold the OTLP output's direct protobuf path
+//! ([`super::runs_to_bytes`], same derivation) to.
 //!
 //! Two kinds of run:
 //! - **Dynamiq runs** (from the SDK): every top-level field is carried exactly in `dynamiq.*`
