@@ -15,19 +15,21 @@ const OTEL_DOMAIN: &[u8] = b"dynamiq-otel-v1";
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
     let mut out = [0u8; 16];
-    let mut nibbles = 0usize;
-    match b.len() {
-        32 => {}
-        36 if b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' => {}
+    // Every hex piece has a fixed length, so a `0x` that `const_hex` would strip makes the
+    // piece too short and is refused like any other non-hex character.
+    let pieces: &[(std::ops::Range<usize>, std::ops::Range<usize>)] = match b.len() {
+        32 => &[(0..32, 0..16)],
+        36 if b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' => &[
+            (0..8, 0..4),
+            (9..13, 4..6),
+            (14..18, 6..8),
+            (19..23, 8..10),
+            (24..36, 10..16),
+        ],
         _ => return None,
-    }
-    for (i, &c) in b.iter().enumerate() {
-        if b.len() == 36 && matches!(i, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        let v = (c as char).to_digit(16)? as u8;
-        out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
-        nibbles += 1;
+    };
+    for (text, bytes) in pieces {
+        const_hex::decode_to_slice(&b[text.clone()], &mut out[bytes.clone()]).ok()?;
     }
     Some(out)
 }
@@ -168,6 +170,10 @@ mod tests {
         assert!(parse_uuid("217f4289-aab5-48c6-ae28-2bface088d1").is_none());
         assert!(parse_uuid("217f4289+aab5-48c6-ae28-2bface088d13").is_none());
         assert!(parse_uuid("zz7f4289-aab5-48c6-ae28-2bface088d13").is_none());
+        assert!(parse_uuid("0x7f4289-aab5-48c6-ae28-2bface088d13").is_none());
+        assert!(parse_uuid("217f4289-0xb5-48c6-ae28-2bface088d13").is_none());
+        assert!(parse_uuid("0x7F4289AAB548C6AE282BFACE088D13").is_none());
+        assert!(parse_uuid("217f4289-aab5-48c6-ae28-2bface088d1é").is_none());
     }
 
     #[test]

@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 
 use super::{RunConvertOptions, SpanConvertOptions, convert_request, runs_to_request};
 
-const FIXTURES: &[&[u8]] = &[
+pub(super) const FIXTURES: &[&[u8]] = &[
     include_bytes!("../../tests/fixtures/workflow-success.json"),
     include_bytes!("../../tests/fixtures/workflow-node-failure.json"),
     include_bytes!("../../tests/fixtures/reused-handler-flush-4.json"),
 ];
-const GENAI_PB: &[u8] = include_bytes!("../../tests/fixtures/otlp/genai-semconv.pb");
-const OPENINFERENCE_PB: &[u8] = include_bytes!("../../tests/fixtures/otlp/openinference.pb");
+pub(super) const GENAI_PB: &[u8] = include_bytes!("../../tests/fixtures/otlp/genai-semconv.pb");
+pub(super) const OPENINFERENCE_PB: &[u8] =
+    include_bytes!("../../tests/fixtures/otlp/openinference.pb");
 
 /// Runs → spans → protobuf on the wire → spans → runs.
 fn through_spans(runs: &[Vec<u8>]) -> (ExportTraceServiceRequest, Vec<Value>) {
@@ -36,7 +37,7 @@ fn through_spans(runs: &[Vec<u8>]) -> (ExportTraceServiceRequest, Vec<Value>) {
     (converted.request, runs)
 }
 
-fn raw_runs(batch: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn raw_runs(batch: &[u8]) -> Vec<Vec<u8>> {
     crate::model::parse_batch(batch)
         .unwrap()
         .runs
@@ -258,7 +259,7 @@ fn unconvertible_runs_are_reported() {
     assert!(converted.request.resource_spans.is_empty());
 }
 
-mod generated {
+pub(super) mod generated {
     use super::*;
     use proptest::prelude::*;
 
@@ -274,7 +275,8 @@ mod generated {
         ]
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
+    /// Any JSON value, a few levels deep.
+    pub(in crate::convert) fn json_value() -> impl Strategy<Value = Value> {
         json_leaf().prop_recursive(4, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
@@ -295,7 +297,8 @@ mod generated {
         })
     }
 
-    fn run() -> impl Strategy<Value = Value> {
+    /// A generated Dynamiq run (valid or odd ids, times in several spellings, optional fields).
+    pub(in crate::convert) fn run() -> impl Strategy<Value = Value> {
         (
             (
                 prop_oneof![

@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
                 f.write_str("a run object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(16);
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(24);
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     match fields.iter_mut().find(|(existing, _)| *existing == k) {
                         Some(slot) => slot.1 = v,
@@ -64,9 +64,14 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
 }
 
 impl<'a> RunFields<'a> {
-    /// Parses a run's JSON (an object; anything else is an error).
+    /// Parses a run's JSON (an object; anything else is an error). UTF-8 is checked once for
+    /// the whole run rather than piece by piece; bytes that are not UTF-8 get `serde_json`'s own
+    /// error, as before.
     pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(json)
+        match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(json),
+        }
     }
 
     /// The raw value of a field.
@@ -75,13 +80,15 @@ impl<'a> RunFields<'a> {
     }
 }
 
-/// A raw value as a string, if it is one.
+/// A raw value as a string, if it is one: borrowed when it has no escapes (a raw value is
+/// valid JSON, so a string without a backslash is exactly the text between its quotes).
 pub fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+        return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<Cow<'a, str>>(text).ok()
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 /// A raw value as an integer, if it is one (integral floats included).
@@ -223,5 +230,9 @@ mod tests {
         assert_eq!(raw_i64(&raw("12.0")), Some(12));
         assert_eq!(raw_i64(&raw("\"12\"")), None);
         assert_eq!(raw_f64(&raw("1e-6")), Some(1e-6));
+        assert_eq!(raw_str(&raw(r#""plain""#)), Some(Cow::Borrowed("plain")));
+        assert_eq!(raw_str(&raw(r#""""#)), Some(Cow::Borrowed("")));
+        assert_eq!(raw_str(&raw(r#""a\"b\u00e9""#)).as_deref(), Some("a\"bé"));
+        assert_eq!(raw_str(&raw("12")), None);
     }
 }

@@ -1,5 +1,7 @@
-//! Dynamiq runs → OTLP spans (CONVERSION.md, "Run → span"), the direction the OTLP output and
-//! `dynamiq-sidecar convert` use.
+//! Dynamiq runs → OTLP spans (CONVERSION.md, "Run → span"): reading a run, deriving its span's
+//! attributes into an [`AttrSink`], and the struct path ([`runs_to_request`]) that
+//! `dynamiq-sidecar convert` uses and that tests hold the OTLP output's direct protobuf path
+//! ([`super::runs_to_bytes`], same derivation) to.
 //!
 //! Two kinds of run:
 //! - **Dynamiq runs** (from the SDK): every top-level field is carried exactly in `dynamiq.*`
@@ -34,9 +36,7 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -44,11 +44,12 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::attr_sink::{Attr, AttrSink, kv};
 use super::ids;
 use super::run_fields::{
     MetadataView, NodeView, RunFields, UsageView, is_null, raw_f64, raw_i64, raw_str, view,
 };
-use super::time::{format_ns, parse_ns};
+use super::time::{is_sdk_spelling, parse_ns};
 
 /// Settings of the run → span direction.
 #[derive(Debug, Clone)]
@@ -142,45 +143,33 @@ fn push_grouped(request: &mut ExportTraceServiceRequest, rs: RunSpan) {
         .push(rs.span);
 }
 
-/// Converts one run.
-pub fn run_to_span(run: &[u8], options: &RunConvertOptions) -> Result<RunSpan, String> {
+/// A run read for conversion: a foreign span rebuilt from its envelope, or a Dynamiq run with
+/// its fields, `metadata` views and (checked) ids.
+pub(super) enum ReadRun<'a> {
+    /// A run made from a foreign span, re-emitted as it was.
+    Foreign(RunSpan),
+    /// A Dynamiq run.
+    Dynamiq(DynamiqRun<'a>),
+}
+
+/// A Dynamiq run with a string `id` and `trace_id`.
+pub(super) struct DynamiqRun<'a> {
+    fields: RunFields<'a>,
+    meta: MetadataView<'a>,
+    id: Cow<'a, str>,
+    trace: Cow<'a, str>,
+}
+
+/// Reads a run; the error says why it cannot be converted.
+pub(super) fn read_run(run: &[u8]) -> Result<ReadRun<'_>, String> {
     let fields = RunFields::parse(run).map_err(|e| format!("the run is not a JSON object: {e}"))?;
     let meta: MetadataView<'_> = view(fields.get("metadata"));
     if let Some(otel) = meta.otel
         && let Ok(envelope) = serde_json::from_str::<OtelEnvelope<'_>>(otel.get())
         && let Some(rs) = foreign_span(&fields, envelope)
     {
-        return Ok(rs);
+        return Ok(ReadRun::Foreign(rs));
     }
-    dynamiq_span(&fields, &meta, options)
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::StringValue(v.into())
-}
-
-fn string_array<'s>(items: impl IntoIterator<Item = &'s str>) -> Value {
-    Value::ArrayValue(ArrayValue {
-        values: items
-            .into_iter()
-            .map(|i| AnyValue { value: Some(s(i)) })
-            .collect(),
-    })
-}
-
-fn dynamiq_span(
-    fields: &RunFields<'_>,
-    meta: &MetadataView<'_>,
-    options: &RunConvertOptions,
-) -> Result<RunSpan, String> {
     let id = fields
         .get("id")
         .and_then(raw_str)
@@ -189,73 +178,218 @@ fn dynamiq_span(
         .get("trace_id")
         .and_then(raw_str)
         .ok_or("the run has no string trace_id")?;
-    let trace_id = ids::trace_id_of(&trace);
-    let mut span = Span {
-        trace_id: trace_id.to_vec(),
-        span_id: ids::span_id_of_run(&trace_id, &id).to_vec(),
+    Ok(ReadRun::Dynamiq(DynamiqRun {
+        fields,
+        meta,
+        id,
+        trace,
+    }))
+}
+
+/// Converts one run.
+pub fn run_to_span(run: &[u8], options: &RunConvertOptions) -> Result<RunSpan, String> {
+    match read_run(run)? {
+        ReadRun::Foreign(rs) => Ok(rs),
+        ReadRun::Dynamiq(run) => {
+            let mut attrs: Vec<KeyValue> = Vec::with_capacity(32);
+            let head = dynamiq_span(&run, options, &mut attrs);
+            Ok(head.into_run_span(attrs, options))
+        }
+    }
+}
+
+/// The resource Dynamiq runs are exported under.
+pub(super) fn dynamiq_resource(options: &RunConvertOptions) -> Resource {
+    Resource {
+        attributes: vec![
+            kv(
+                "service.name",
+                Value::StringValue(options.service_name.clone()),
+            ),
+            kv("telemetry.sdk.name", Value::StringValue("dynamiq".into())),
+        ],
         ..Default::default()
+    }
+}
+
+/// The instrumentation scope of Dynamiq runs.
+pub(super) fn dynamiq_scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "dynamiq-sidecar".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A Dynamiq run's span apart from its attributes (which went to an [`AttrSink`]).
+pub(super) struct SpanHead<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: Cow<'a, str>,
+    pub kind: SpanKind,
+    pub start: u64,
+    pub end: u64,
+    /// Set for a failed run: `ERROR` status and an `exception` event at the end time.
+    pub failure: Option<Failure<'a>>,
+}
+
+/// Why a run failed, from its `error`.
+pub(super) struct Failure<'a> {
+    pub message: Option<Cow<'a, str>>,
+    traceback: Option<Cow<'a, str>>,
+}
+
+impl Failure<'_> {
+    /// The exception type named by the traceback's last line (`ValueError: boom` →
+    /// `ValueError`), else `Error`.
+    fn exception_type(&self) -> &str {
+        self.traceback
+            .as_deref()
+            .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+            .and_then(|line| line.split_once(':').map(|(head, _)| head.trim()))
+            .filter(|head| {
+                !head.is_empty()
+                    && head
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            })
+            .unwrap_or("Error")
+    }
+
+    /// The attributes of the `exception` event.
+    pub fn event_attributes(&self, attrs: &mut impl AttrSink) {
+        attrs.str("exception.type", self.exception_type());
+        if let Some(m) = &self.message {
+            attrs.str("exception.message", m);
+        }
+        if let Some(t) = &self.traceback {
+            attrs.str("exception.stacktrace", t);
+        }
+    }
+}
+
+impl SpanHead<'_> {
+    /// The struct path: the span with its attributes, under the Dynamiq resource and scope.
+    fn into_run_span(self, attributes: Vec<KeyValue>, options: &RunConvertOptions) -> RunSpan {
+        let mut span = Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            name: self.name.into_owned(),
+            kind: self.kind as i32,
+            start_time_unix_nano: self.start,
+            end_time_unix_nano: self.end,
+            attributes,
+            ..Default::default()
+        };
+        if let Some(failure) = &self.failure {
+            span.status = Some(Status {
+                code: StatusCode::Error as i32,
+                message: failure.message.as_deref().unwrap_or_default().to_owned(),
+            });
+            let mut event_attrs = Vec::new();
+            failure.event_attributes(&mut event_attrs);
+            span.events.push(Event {
+                time_unix_nano: span.end_time_unix_nano,
+                name: "exception".to_owned(),
+                attributes: event_attrs,
+                dropped_attributes_count: 0,
+            });
+        }
+        RunSpan {
+            span,
+            resource: dynamiq_resource(options),
+            resource_schema_url: String::new(),
+            scope: dynamiq_scope(),
+            scope_schema_url: String::new(),
+        }
+    }
+}
+
+/// Derives a Dynamiq run's attributes into `attrs` and returns the rest of its span.
+pub(super) fn dynamiq_span<'a>(
+    run: &DynamiqRun<'a>,
+    options: &RunConvertOptions,
+    attrs: &mut impl AttrSink,
+) -> SpanHead<'a> {
+    let DynamiqRun {
+        fields,
+        meta,
+        id,
+        trace,
+    } = run;
+    let trace_id = ids::trace_id_of(trace);
+    let mut head = SpanHead {
+        trace_id,
+        span_id: ids::span_id_of_run(&trace_id, id),
+        parent_span_id: None,
+        name: Cow::Borrowed("run"),
+        kind: SpanKind::Internal,
+        start: 0,
+        end: 0,
+        failure: None,
     };
-    let mut attrs: Vec<KeyValue> = Vec::with_capacity(32);
     let mut extra: Vec<(&str, &RawValue)> = Vec::new();
-    attrs.push(kv(
+    attrs.push_strs(
         "dynamiq.run.keys",
-        string_array(fields.fields.iter().map(|(k, _)| k.as_ref())),
-    ));
+        fields.fields.iter().map(|(k, _)| k.as_ref()),
+    );
     let mut start_ns = None;
     let mut end: Option<Option<u64>> = None;
+    let mut end_time_attr = false;
     let mut run_type: Option<Cow<'_, str>> = None;
     let mut status: Option<Cow<'_, str>> = None;
     let mut error: Option<&RawValue> = None;
-    let mut name = None;
     for (key, raw) in &fields.fields {
         let key = key.as_ref();
         let text = raw_str(raw);
         let exact = match (key, &text) {
             ("id", Some(v)) => {
-                attrs.push(kv("dynamiq.run.id", s(v.as_ref())));
+                attrs.str("dynamiq.run.id", v);
                 true
             }
             ("name", Some(v)) => {
-                name = Some(v.to_string());
+                head.name = v.clone();
                 true
             }
             ("type", Some(v)) => {
-                attrs.push(kv("dynamiq.run.type", s(v.as_ref())));
+                attrs.str("dynamiq.run.type", v);
                 run_type = Some(v.clone());
                 true
             }
             ("trace_id", Some(v)) => {
-                attrs.push(kv("dynamiq.trace_id", s(v.as_ref())));
+                attrs.str("dynamiq.trace_id", v);
                 true
             }
             ("source_id", Some(v)) => {
-                attrs.push(kv("dynamiq.source_id", s(v.as_ref())));
+                attrs.str("dynamiq.source_id", v);
                 true
             }
             ("session_id", Some(v)) => {
-                attrs.push(kv("dynamiq.session_id", s(v.as_ref())));
-                attrs.push(kv("session.id", s(v.as_ref())));
-                attrs.push(kv("gen_ai.conversation.id", s(v.as_ref())));
+                attrs.str("dynamiq.session_id", v);
+                attrs.str("session.id", v);
+                attrs.str("gen_ai.conversation.id", v);
                 true
             }
             ("parent_run_id", Some(v)) => {
-                attrs.push(kv("dynamiq.parent_run.id", s(v.as_ref())));
-                span.parent_span_id = ids::span_id_of_run(&trace_id, v).to_vec();
+                attrs.str("dynamiq.parent_run.id", v);
+                head.parent_span_id = Some(ids::span_id_of_run(&trace_id, v));
                 true
             }
             ("status", Some(v)) => {
-                attrs.push(kv("dynamiq.run.status", s(v.as_ref())));
+                attrs.str("dynamiq.run.status", v);
                 status = Some(v.clone());
                 true
             }
             ("status", None) if is_null(raw) => {
-                attrs.push(kv("dynamiq.run.status", s("")));
+                attrs.str("dynamiq.run.status", "");
                 true
             }
             ("start_time", Some(v)) => match parse_ns(v) {
                 Some(ns) => {
-                    if format_ns(ns) != v.as_ref() {
-                        attrs.push(kv("dynamiq.run.start_time", s(v.as_ref())));
+                    if !is_sdk_spelling(ns, v) {
+                        attrs.str("dynamiq.run.start_time", v);
                     }
                     start_ns = Some(ns);
                     true
@@ -264,8 +398,9 @@ fn dynamiq_span(
             },
             ("end_time", Some(v)) => match parse_ns(v) {
                 Some(ns) => {
-                    if format_ns(ns) != v.as_ref() {
-                        attrs.push(kv("dynamiq.run.end_time", s(v.as_ref())));
+                    if !is_sdk_spelling(ns, v) {
+                        attrs.str("dynamiq.run.end_time", v);
+                        end_time_attr = true;
                     }
                     end = Some(Some(ns));
                     true
@@ -273,7 +408,7 @@ fn dynamiq_span(
                 None => false,
             },
             ("end_time", None) if is_null(raw) => {
-                attrs.push(kv("dynamiq.run.end_time_missing", Value::BoolValue(true)));
+                attrs.push("dynamiq.run.end_time_missing", Attr::Bool(true));
                 end = Some(None);
                 true
             }
@@ -286,37 +421,34 @@ fn dynamiq_span(
                 };
                 match text {
                     Some(t) => {
-                        attrs.push(kv(value_key, s(t.as_ref())));
-                        attrs.push(kv(mime_key, s("text/plain")));
+                        attrs.str(value_key, &t);
+                        attrs.str(mime_key, "text/plain");
                     }
                     None => {
-                        attrs.push(kv(value_key, s(raw.get())));
-                        attrs.push(kv(mime_key, s("application/json")));
+                        attrs.str(value_key, raw.get());
+                        attrs.str(mime_key, "application/json");
                     }
                 }
                 true
             }
             ("metadata" | "error" | "executions", _) if is_null(raw) => true,
             ("metadata", _) => {
-                attrs.push(kv("dynamiq.metadata", s(raw.get())));
+                attrs.str("dynamiq.metadata", raw.get());
                 true
             }
             ("error", _) => {
-                attrs.push(kv("dynamiq.error", s(raw.get())));
+                attrs.str("dynamiq.error", raw.get());
                 error = Some(raw);
                 true
             }
             ("executions", _) => {
-                attrs.push(kv("dynamiq.executions", s(raw.get())));
+                attrs.str("dynamiq.executions", raw.get());
                 true
             }
             ("tags", _) if is_null(raw) => true,
             ("tags", _) => match serde_json::from_str::<Vec<Cow<'_, str>>>(raw.get()) {
                 Ok(tags) => {
-                    attrs.push(kv(
-                        "tag.tags",
-                        string_array(tags.iter().map(|t| t.as_ref())),
-                    ));
+                    attrs.push_strs("tag.tags", tags.iter().map(|t| t.as_ref()));
                     true
                 }
                 Err(_) => false,
@@ -334,24 +466,23 @@ fn dynamiq_span(
             obj.raw(k, v.get());
         }
         obj.close();
-        attrs.push(kv(
+        attrs.str(
             "dynamiq.run.extra",
-            s(String::from_utf8(text).unwrap_or_default()),
-        ));
+            std::str::from_utf8(&text).unwrap_or_default(),
+        );
     }
 
-    span.name = name.unwrap_or_else(|| "run".to_owned());
     let start = start_ns.unwrap_or(0);
-    span.start_time_unix_nano = start;
-    span.end_time_unix_nano = end.flatten().unwrap_or(start).max(start);
+    head.start = start;
+    head.end = end.flatten().unwrap_or(start).max(start);
     if let (Some(Some(end_ns)), Some(raw)) = (end, fields.get("end_time"))
         && end_ns < start
-        && !attrs.iter().any(|a| a.key == "dynamiq.run.end_time")
+        && !end_time_attr
     {
         // A span cannot end before it starts: the span ends at its start and the run's end
         // travels as written.
         if let Some(text) = raw_str(raw) {
-            attrs.push(kv("dynamiq.run.end_time", s(text.as_ref())));
+            attrs.str("dynamiq.run.end_time", &text);
         }
     }
 
@@ -360,10 +491,10 @@ fn dynamiq_span(
     let node = meta.node.as_ref().unwrap_or(&empty_node);
     let group = node.group.and_then(raw_str);
     let (oi_kind, operation, kind) = kinds(run_type.as_deref(), group.as_deref());
-    span.kind = kind as i32;
-    attrs.push(kv("openinference.span.kind", s(oi_kind)));
+    head.kind = kind;
+    attrs.str("openinference.span.kind", oi_kind);
     if let Some(op) = operation {
-        attrs.push(kv("gen_ai.operation.name", s(op)));
+        attrs.str("gen_ai.operation.name", op);
         let name_key = match op {
             "invoke_workflow" => Some("gen_ai.workflow.name"),
             "execute_tool" => Some("gen_ai.tool.name"),
@@ -371,57 +502,27 @@ fn dynamiq_span(
             _ => None,
         };
         if let Some(k) = name_key {
-            attrs.push(kv(k, s(span.name.as_str())));
+            attrs.str(k, &head.name);
         }
     }
-    derive_model(&mut attrs, node);
+    derive_model(attrs, node);
     if options.capture_message_content && oi_kind == "LLM" {
-        derive_messages(&mut attrs, node, fields.get("output"));
+        derive_messages(attrs, node, fields.get("output"));
     }
     if let Some(usage) = &meta.usage {
-        derive_usage(&mut attrs, usage);
+        derive_usage(attrs, usage);
     }
 
     if status.as_deref() == Some("failed") {
-        let (message, traceback) = error_parts(error);
-        let exception_type = exception_type(traceback.as_deref());
-        span.status = Some(Status {
-            code: StatusCode::Error as i32,
-            message: message.clone().unwrap_or_default(),
-        });
-        attrs.push(kv("error.type", s(exception_type.as_str())));
-        let mut event_attrs = vec![kv("exception.type", s(exception_type.as_str()))];
-        if let Some(m) = message {
-            event_attrs.push(kv("exception.message", s(m)));
-        }
-        if let Some(t) = traceback {
-            event_attrs.push(kv("exception.stacktrace", s(t)));
-        }
-        span.events.push(Event {
-            time_unix_nano: span.end_time_unix_nano,
-            name: "exception".to_owned(),
-            attributes: event_attrs,
-            dropped_attributes_count: 0,
-        });
+        let e: ErrorView<'_> = view(error);
+        let failure = Failure {
+            message: e.message.and_then(raw_str),
+            traceback: e.traceback.and_then(raw_str),
+        };
+        attrs.str("error.type", failure.exception_type());
+        head.failure = Some(failure);
     }
-    span.attributes = attrs;
-    Ok(RunSpan {
-        span,
-        resource: Resource {
-            attributes: vec![
-                kv("service.name", s(options.service_name.as_str())),
-                kv("telemetry.sdk.name", s("dynamiq")),
-            ],
-            ..Default::default()
-        },
-        resource_schema_url: String::new(),
-        scope: InstrumentationScope {
-            name: "dynamiq-sidecar".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            ..Default::default()
-        },
-        scope_schema_url: String::new(),
-    })
+    head
 }
 
 /// OpenInference kind, GenAI operation and span kind of a run (the kinds table).
@@ -445,14 +546,14 @@ fn kinds(
 
 /// `provider/model` → GenAI and OpenInference model and provider attributes, plus sampling
 /// parameters.
-fn derive_model(attrs: &mut Vec<KeyValue>, node: &NodeView<'_>) {
+fn derive_model(attrs: &mut impl AttrSink, node: &NodeView<'_>) {
     if let Some(model) = node.model.and_then(raw_str) {
         let (prefix, name) = match model.split_once('/') {
             Some((p, n)) if !p.is_empty() && !n.is_empty() => (Some(p), n),
             _ => (None, model.as_ref()),
         };
-        attrs.push(kv("gen_ai.request.model", s(name)));
-        attrs.push(kv("llm.model_name", s(name)));
+        attrs.str("gen_ai.request.model", name);
+        attrs.str("llm.model_name", name);
         if let Some(prefix) = prefix {
             let provider = match prefix {
                 "azure" => "azure.ai.openai",
@@ -462,67 +563,61 @@ fn derive_model(attrs: &mut Vec<KeyValue>, node: &NodeView<'_>) {
                 "mistral" => "mistral_ai",
                 other => other,
             };
-            attrs.push(kv("gen_ai.provider.name", s(provider)));
-            attrs.push(kv("gen_ai.system", s(provider)));
-            attrs.push(kv("llm.system", s(prefix)));
+            attrs.str("gen_ai.provider.name", provider);
+            attrs.str("gen_ai.system", provider);
+            attrs.str("llm.system", prefix);
         }
     }
     if let Some(t) = node.temperature.and_then(raw_f64) {
-        attrs.push(kv("gen_ai.request.temperature", Value::DoubleValue(t)));
+        attrs.push("gen_ai.request.temperature", Attr::Double(t));
     }
     if let Some(p) = node.top_p.and_then(raw_f64) {
-        attrs.push(kv("gen_ai.request.top_p", Value::DoubleValue(p)));
+        attrs.push("gen_ai.request.top_p", Attr::Double(p));
     }
     if let Some(n) = node.max_tokens.and_then(raw_i64) {
-        attrs.push(kv("gen_ai.request.max_tokens", Value::IntValue(n)));
+        attrs.push("gen_ai.request.max_tokens", Attr::Int(n));
     }
     if let Some(stop) = node
         .stop
         .and_then(|r| serde_json::from_str::<Vec<Cow<'_, str>>>(r.get()).ok())
     {
-        attrs.push(kv(
+        attrs.push_strs(
             "gen_ai.request.stop_sequences",
-            string_array(stop.iter().map(|x| x.as_ref())),
-        ));
+            stop.iter().map(|x| x.as_ref()),
+        );
     }
 }
 
 /// `metadata.usage` → token counts and costs, one to one (no subtraction).
-fn derive_usage(attrs: &mut Vec<KeyValue>, usage: &UsageView<'_>) {
+fn derive_usage(attrs: &mut impl AttrSink, usage: &UsageView<'_>) {
     let int = |r: Option<&RawValue>| r.and_then(raw_i64);
     let float = |r: Option<&RawValue>| r.and_then(raw_f64);
     if let Some(n) = int(usage.prompt_tokens) {
-        attrs.push(kv("gen_ai.usage.input_tokens", Value::IntValue(n)));
-        attrs.push(kv("llm.token_count.prompt", Value::IntValue(n)));
+        attrs.push("gen_ai.usage.input_tokens", Attr::Int(n));
+        attrs.push("llm.token_count.prompt", Attr::Int(n));
     }
     if let Some(n) = int(usage.completion_tokens) {
-        attrs.push(kv("gen_ai.usage.output_tokens", Value::IntValue(n)));
-        attrs.push(kv("llm.token_count.completion", Value::IntValue(n)));
+        attrs.push("gen_ai.usage.output_tokens", Attr::Int(n));
+        attrs.push("llm.token_count.completion", Attr::Int(n));
     }
     if let Some(n) = int(usage.total_tokens) {
-        attrs.push(kv("llm.token_count.total", Value::IntValue(n)));
+        attrs.push("llm.token_count.total", Attr::Int(n));
     }
     if let Some(n) = int(usage.cache_read_input_tokens) {
-        attrs.push(kv(
-            "gen_ai.usage.cache_read.input_tokens",
-            Value::IntValue(n),
-        ));
+        attrs.push("gen_ai.usage.cache_read.input_tokens", Attr::Int(n));
     }
     if let Some(n) = int(usage.cache_creation_input_tokens) {
-        attrs.push(kv(
-            "gen_ai.usage.cache_creation.input_tokens",
-            Value::IntValue(n),
-        ));
+        attrs.push("gen_ai.usage.cache_creation.input_tokens", Attr::Int(n));
     }
     if let Some(x) = float(usage.prompt_tokens_cost_usd) {
-        attrs.push(kv("llm.cost.prompt", Value::DoubleValue(x)));
+        attrs.push("llm.cost.prompt", Attr::Double(x));
     }
     if let Some(x) = float(usage.completion_tokens_cost_usd) {
-        attrs.push(kv("llm.cost.completion", Value::DoubleValue(x)));
+        attrs.push("llm.cost.completion", Attr::Double(x));
     }
     if let Some(x) = float(usage.total_tokens_cost_usd) {
-        attrs.push(kv("llm.cost.total", Value::DoubleValue(x)));
-        attrs.push(kv("gen_ai.usage.cost", Value::DoubleValue(x)));
+        attrs.push("llm.cost.total", Attr::Double(x));
+        attrs.push("gen_ai.usage.cost", Attr::Double(x));
     }
 }
 
@@ -566,7 +661,7 @@ fn parts_message(out: &mut Vec<u8>, role: &str, content: &RawValue) {
 
 /// The opt-in message content of an LLM run: the prompt's messages as `gen_ai.input.messages`
 /// and the output's `content` as `gen_ai.output.messages`, in the GenAI parts schema.
-fn derive_messages(attrs: &mut Vec<KeyValue>, node: &NodeView<'_>, output: Option<&RawValue>) {
+fn derive_messages(attrs: &mut impl AttrSink, node: &NodeView<'_>, output: Option<&RawValue>) {
     let prompt: PromptView<'_> = view(node.prompt);
     if let Some(messages) = prompt.messages.filter(|m| !m.is_empty()) {
         let mut out = b"[".to_vec();
@@ -582,20 +677,20 @@ fn derive_messages(attrs: &mut Vec<KeyValue>, node: &NodeView<'_>, output: Optio
             );
         }
         out.push(b']');
-        attrs.push(kv(
+        attrs.str(
             "gen_ai.input.messages",
-            s(String::from_utf8(out).unwrap_or_default()),
-        ));
+            std::str::from_utf8(&out).unwrap_or_default(),
+        );
     }
     let output: OutputView<'_> = view(output);
     if let Some(content) = output.content {
         let mut out = b"[".to_vec();
         parts_message(&mut out, "assistant", content);
         out.push(b']');
-        attrs.push(kv(
+        attrs.str(
             "gen_ai.output.messages",
-            s(String::from_utf8(out).unwrap_or_default()),
-        ));
+            std::str::from_utf8(&out).unwrap_or_default(),
+        );
     }
 }
 
@@ -605,30 +700,6 @@ struct ErrorView<'a> {
     message: Option<&'a RawValue>,
     #[serde(borrow, default)]
     traceback: Option<&'a RawValue>,
-}
-
-/// `error.message` and `error.traceback` as strings.
-fn error_parts(error: Option<&RawValue>) -> (Option<String>, Option<String>) {
-    let e: ErrorView<'_> = view(error);
-    (
-        e.message.and_then(raw_str).map(Cow::into_owned),
-        e.traceback.and_then(raw_str).map(Cow::into_owned),
-    )
-}
-
-/// The exception type named by a traceback's last line (`ValueError: boom` → `ValueError`).
-fn exception_type(traceback: Option<&str>) -> String {
-    traceback
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
-        .and_then(|line| line.split_once(':').map(|(head, _)| head.trim()))
-        .filter(|head| {
-            !head.is_empty()
-                && head
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-        })
-        .unwrap_or("Error")
-        .to_owned()
 }
 
 /// `metadata.otel` of a run made from a foreign span.
@@ -722,7 +793,7 @@ fn foreign_span(fields: &RunFields<'_>, env: OtelEnvelope<'_>) -> Option<RunSpan
             "json" => raw.get().to_owned(),
             _ => raw_str(raw)?.into_owned(),
         };
-        attributes.push(kv(&lifted.key, s(text)));
+        attributes.push(kv(&lifted.key, Value::StringValue(text)));
     }
     let span = Span {
         trace_id,

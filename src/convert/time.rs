@@ -52,6 +52,14 @@ pub fn write_ns(out: &mut Vec<u8>, ns: u64) {
     out.extend_from_slice(b"+00:00\"");
 }
 
+/// Whether `text` is exactly how the SDK spells `ns` (what [`format_ns`] gives), without
+/// allocating a `String`.
+pub fn is_sdk_spelling(ns: u64, text: &str) -> bool {
+    let mut quoted = Vec::with_capacity(40);
+    write_ns(&mut quoted, ns);
+    quoted.get(1..quoted.len() - 1) == Some(text.as_bytes())
+}
+
 /// Parses an RFC 3339 time (`Z` or an offset, any fraction) into nanoseconds since the epoch;
 /// `None` before 1970 or after 2554.
 pub fn parse_ns(s: &str) -> Option<u64> {
@@ -94,6 +102,9 @@ mod tests {
             let mut out = Vec::new();
             write_ns(&mut out, ns);
             prop_assert_eq!(String::from_utf8(out).unwrap(), format!("\"{}\"", format_ns(ns)));
+            prop_assert!(is_sdk_spelling(ns, &format_ns(ns)));
+            let zulu = format_ns(ns).replace("+00:00", "Z");
+            prop_assert!(!is_sdk_spelling(ns, &zulu));
         }
 
         #[test]

@@ -1,15 +1,13 @@
 //! The connection to the OTLP backend: the `http/protobuf` URL and client with its headers, or
-//! the gRPC channel with its metadata.
+//! the gRPC channel with its metadata. Both send the request as already-encoded protobuf bytes.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use prost::Message;
 
 use super::classify::{Verdict, classify_grpc, classify_http};
+use super::grpc_codec::{EXPORT_PATH, PreEncoded};
 use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
 use crate::config::{OtlpOutputConfig, OtlpProtocol};
 use crate::forward::client::{build_http_client, read_response, transport};
@@ -34,7 +32,7 @@ pub(super) enum Client {
         headers: HeaderMap,
     },
     Grpc {
-        client: TraceServiceClient<tonic::transport::Channel>,
+        client: tonic::client::Grpc<tonic::transport::Channel>,
         metadata: tonic::metadata::MetadataMap,
         endpoint: String,
     },
@@ -98,7 +96,7 @@ impl Client {
                     metadata.insert(key, value);
                 }
                 Ok(Client::Grpc {
-                    client: TraceServiceClient::new(channel),
+                    client: tonic::client::Grpc::new(channel),
                     metadata,
                     endpoint: origin,
                 })
@@ -113,15 +111,14 @@ impl Client {
         }
     }
 
-    /// One export attempt.
-    pub(super) async fn export(&mut self, request: &ExportTraceServiceRequest) -> Verdict {
+    /// One export attempt of an encoded `ExportTraceServiceRequest`.
+    pub(super) async fn export(&mut self, body: &Bytes) -> Verdict {
         match self {
             Client::Http { http, url, headers } => {
-                let body = Bytes::from(request.encode_to_vec());
                 let sent = http
                     .post(url.clone())
                     .headers(headers.clone())
-                    .body(body)
+                    .body(body.clone())
                     .send()
                     .await;
                 match sent {
@@ -138,9 +135,22 @@ impl Client {
             Client::Grpc {
                 client, metadata, ..
             } => {
-                let mut req = tonic::Request::new(request.clone());
+                let mut req = tonic::Request::new(body.clone());
                 *req.metadata_mut() = metadata.clone();
-                match client.export(req).await {
+                req.extensions_mut().insert(tonic::GrpcMethod::new(
+                    "opentelemetry.proto.collector.trace.v1.TraceService",
+                    "Export",
+                ));
+                let answer = match client.ready().await {
+                    Ok(()) => {
+                        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                        client.unary(req, path, PreEncoded).await
+                    }
+                    Err(e) => Err(tonic::Status::unknown(format!(
+                        "Service was not ready: {e}"
+                    ))),
+                };
+                match answer {
                     Ok(resp) => Verdict::Accepted {
                         rejected_spans: resp
                             .into_inner()

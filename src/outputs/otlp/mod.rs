@@ -11,10 +11,11 @@
 //! `ExportTraceServiceRequest` our run → span conversion produces, so using it would mean a
 //! second, lossy conversion; and its export result does not let us keep a batch until the backend
 //! accepted it while retrying forever with our backoff (its retry policy is internal, bounded, and
-//! reports failures only after giving up). So the requests are built from the
-//! `opentelemetry-proto` types ([`crate::convert::runs_to_request`]) and sent with our own
-//! `reqwest` client (HTTP) or the generated `tonic` `TraceServiceClient` (gRPC), reusing the
-//! forwarder's full-jitter [`Backoff`] and `Retry-After` parsing.
+//! reports failures only after giving up). So the requests are written as protobuf bytes
+//! straight from the runs ([`crate::convert::runs_to_request_bytes`], no `opentelemetry-proto`
+//! structs) and sent with our own `reqwest` client (HTTP) or a `tonic` client with a codec that
+//! sends those bytes as they are (gRPC), reusing the forwarder's full-jitter [`Backoff`] and
+//! `Retry-After` parsing; a retry re-sends the same bytes.
 //!
 //! # Guarantees
 //! - Own cursor: the output acknowledges only its own consumer, so the Dynamiq forwarder is never
@@ -38,13 +39,13 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{BufferError, Reader, Record};
 use crate::config::OtlpOutputConfig;
-use crate::convert::{RunConvertOptions, runs_to_request};
+use crate::convert::{RunConvertOptions, runs_to_request_bytes};
 use crate::forward::retry::Backoff;
 use crate::forward::{BatchSource, Stopped, or_stop, read_or_abandon};
 use crate::model::envelope;
@@ -77,6 +78,7 @@ pub enum OtlpOutputError {
 
 mod classify;
 mod client;
+mod grpc_codec;
 mod metrics;
 #[cfg(test)]
 mod tests;
@@ -220,7 +222,7 @@ impl<S: BatchSource> OtlpOutput<S> {
                 }
             }
         }
-        let converted = runs_to_request(runs.iter().map(|r| &r[..]), &self.options);
+        let converted = runs_to_request_bytes(runs.iter().map(|r| &r[..]), &self.options);
         if let Some((_, reason)) = converted.failed.first() {
             self.metrics
                 .drop_spans(DropReason::ConversionFailed, converted.failed.len() as u64);
@@ -230,12 +232,13 @@ impl<S: BatchSource> OtlpOutput<S> {
                 "runs cannot be converted to spans; not exported over OTLP"
             );
         }
-        let spans = span_count(&converted.request);
+        let spans = converted.spans;
         if spans == 0 {
             return Ok(());
         }
+        let body = Bytes::from(converted.bytes);
         loop {
-            let verdict = or_stop(stop, self.client.export(&converted.request)).await?;
+            let verdict = or_stop(stop, self.client.export(&body)).await?;
             tracing::debug!(spans, ?verdict, "OTLP export finished");
             match verdict {
                 Verdict::Accepted { rejected_spans } => {
@@ -291,14 +294,4 @@ impl<S: BatchSource> OtlpOutput<S> {
         }
         self.state = next;
     }
-}
-
-/// Spans in a request.
-fn span_count(request: &ExportTraceServiceRequest) -> u64 {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as u64)
-        .sum()
 }
