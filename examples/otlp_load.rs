@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
 use prost::Message;
 
 const GENAI_PB: &[u8] = include_bytes!("../tests/fixtures/otlp/genai-semconv.pb");
@@ -73,39 +74,6 @@ impl TraceService for Noop {
     }
 }
 
-/// Sends a request that is already protobuf-encoded, as is (the way `wrk` sends a prepared
-/// body): the load generator neither clones nor encodes per call. Answers are decoded.
-#[derive(Clone, Default)]
-struct PreEncoded;
-
-impl tonic::codec::Codec for PreEncoded {
-    type Encode = bytes::Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = PreEncoded;
-    type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        PreEncoded
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-impl tonic::codec::Encoder for PreEncoded {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
 async fn load_grpc(url: String, body: bytes::Bytes, concurrency: usize, secs: u64) {
     let spans = spans_in(&ExportTraceServiceRequest::decode(body.clone()).expect("body decodes"));
     let channel = tonic::transport::Endpoint::from_shared(url)
@@ -117,9 +85,9 @@ async fn load_grpc(url: String, body: bytes::Bytes, concurrency: usize, secs: u6
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
+    // The sidecar's own pre-encoded codec: the body is sent as is (like wrk's), never cloned
+    // into structs or re-encoded per call.
+    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let mut client = tonic::client::Grpc::new(channel.clone())

@@ -13,11 +13,11 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The `TraceService/Export` method path.
-pub(super) const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Pre-encoded request out, prost-decoded response in.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct PreEncoded;
+pub struct PreEncoded;
 
 impl Codec for PreEncoded {
     type Encode = Bytes;

@@ -86,6 +86,7 @@ mod tests;
 pub use classify::{Verdict, classify_grpc, classify_http};
 use client::Client;
 pub use client::http_traces_url;
+pub use grpc_codec::{EXPORT_PATH, PreEncoded};
 pub use metrics::{DropReason, OtlpOutputMetrics, ReasonLabels};
 
 /// State of the link, for one log line per change.
