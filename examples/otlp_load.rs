@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
 use prost::Message;
 
 const GENAI_PB: &[u8] = include_bytes!("../tests/fixtures/otlp/genai-semconv.pb");
