@@ -217,31 +217,16 @@ fn validated_and_parsed_runs_index_alike() {
 #[test]
 fn a_large_trace_replaces_runs_by_id() {
     let ix = index();
-    let runs: Vec<Bytes> = (0..100)
-        .map(|i| {
-            run(
-                &format!("r{i}"),
-                "big",
-                (i > 0).then_some("r0"),
-                "succeeded",
-                T0,
-                None,
-            )
-        })
-        .collect();
+    let big = |end| -> Vec<Bytes> {
+        (0..100)
+            .map(|i| {
+                let parent = (i > 0).then_some("r0");
+                run(&format!("r{i}"), "big", parent, "succeeded", T0, end)
+            })
+            .collect()
+    };
+    let (runs, again) = (big(None), big(Some(T2)));
     ix.ingest_json(1, &runs);
-    let again: Vec<Bytes> = (0..100)
-        .map(|i| {
-            run(
-                &format!("r{i}"),
-                "big",
-                (i > 0).then_some("r0"),
-                "succeeded",
-                T0,
-                Some(T2),
-            )
-        })
-        .collect();
     ix.ingest_json(101, &again);
     let d = ix.get("big").unwrap();
     assert_eq!(d.summary.runs, 100);

@@ -82,6 +82,11 @@ impl TraceService for OtlpGrpc {
     }
 }
 
+/// HTTP/2 flow-control window per stream (a whole SDK batch fits).
+const STREAM_WINDOW: u32 = 2 << 20;
+/// HTTP/2 flow-control window per connection (several concurrent exports).
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -94,11 +99,17 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
+    // Exporters send one large message per call (an SDK batch is ~0.25 MB): HTTP/2's default
+    // 64 KiB windows would make every call wait for window updates, and Nagle would hold the
+    // small answers back.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .timeout(timeout)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .layer(tower::layer::layer_fn(OversizeIsResourceExhausted))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
 
