@@ -173,6 +173,14 @@ fn bad_inputs_get_clear_json_errors_and_store_nothing() {
     let (s, b, _) = post(&sidecar, &h, &invalid_utf8);
     assert_error(s, &b, 400, "bad_request");
 
+    // A lone UTF-16 surrogate escape is JSON syntax but not text (found by fuzzing).
+    let lone = std::str::from_utf8(SUCCESS)
+        .unwrap()
+        .replacen("Paris", "Par\\ud800is", 1);
+    let (s, b, _) = post(&sidecar, &h, lone.as_bytes());
+    assert_error(s, &b, 400, "bad_request");
+    assert!(b.to_string().contains("surrogate"), "{b}");
+
     // Oversized on the wire, and a gzip bomb oversized only after decompression.
     let big = vec![b' '; 100 * 1024];
     let (s, b, _) = post(&sidecar, &h, &big);

@@ -258,34 +258,53 @@ pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
 /// Rejects bodies nested deeper than [`MAX_DEPTH`]: one pass over the bytes, aware of
 /// strings and escapes, before any parsing.
 fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
-    if nesting_within(body, MAX_DEPTH) {
-        Ok(())
-    } else {
-        Err(ValidationError::whole(format!(
+    match scan(body, MAX_DEPTH) {
+        Scan::Fine => Ok(()),
+        Scan::TooDeep => Err(ValidationError::whole(format!(
             "JSON nested deeper than {MAX_DEPTH} levels"
-        )))
+        ))),
+        Scan::LoneSurrogate(at) => Err(ValidationError::whole(format!(
+            "a string holds a lone UTF-16 surrogate escape at byte {at} (a \\uD800-\\uDFFF \
+             escape without its pair is not text; the collector would reject the batch)"
+        ))),
     }
+}
+
+/// What [`scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    Fine,
+    TooDeep,
+    /// Byte offset of a `\u` escape of a surrogate without its pair.
+    LoneSurrogate(usize),
 }
 
 /// Whether the JSON text `body` nests arrays and objects at most `max` levels deep (one pass,
 /// aware of strings and escapes; an unterminated string ends the scan).
 pub fn nesting_within(body: &[u8], max: usize) -> bool {
+    scan(body, max) != Scan::TooDeep
+}
+
+/// One pass over `body`: nesting depth against `max`, and `\u` surrogate escapes in strings
+/// (a high one must be followed by a low one, a low one must follow a high one).
+fn scan(body: &[u8], max: usize) -> Scan {
     let mut depth = 0usize;
     let mut i = 0usize;
     let n = body.len();
     while i < n {
         match body[i] {
             b'"' => match skip_string(body, i + 1) {
-                Some(next) => {
+                Ok(next) => {
                     i = next;
                     continue;
                 }
-                None => return true, // unterminated: the parser reports it
+                Err(Some(at)) => return Scan::LoneSurrogate(at),
+                Err(None) => return Scan::Fine, // unterminated: the parser reports it
             },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
-                    return false;
+                    return Scan::TooDeep;
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -293,13 +312,23 @@ pub fn nesting_within(body: &[u8], max: usize) -> bool {
         }
         i += 1;
     }
-    true
+    Scan::Fine
 }
 
-/// Index just past the `"` closing the string whose contents start at `i`, or `None` when the
-/// string is unterminated. Scans eight bytes at a time (SWAR): only `"` and `\` matter inside
-/// a string.
-fn skip_string(body: &[u8], mut i: usize) -> Option<usize> {
+/// The code unit of a `\uXXXX` escape starting at `at` (the backslash), if well-formed.
+fn escape_unit(body: &[u8], at: usize) -> Option<u16> {
+    let hex = body.get(at + 2..at + 6)?;
+    if body.get(at + 1) != Some(&b'u') {
+        return None;
+    }
+    let text = std::str::from_utf8(hex).ok()?;
+    u16::from_str_radix(text, 16).ok()
+}
+
+/// Index just past the `"` closing the string whose contents start at `i`; `Err(None)` when
+/// the string is unterminated, `Err(Some(at))` for a lone surrogate escape at `at`. Scans eight
+/// bytes at a time (SWAR): only `"` and `\` matter inside a string.
+fn skip_string(body: &[u8], mut i: usize) -> Result<usize, Option<usize>> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     /// High bit set in each byte of `word` equal to `byte` (exact for the lowest match).
@@ -318,9 +347,16 @@ fn skip_string(body: &[u8], mut i: usize) -> Option<usize> {
                 break;
             }
         }
-        match body.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
+        match body.get(i).ok_or(None)? {
+            b'"' => return Ok(i + 1),
+            b'\\' => match escape_unit(body, i) {
+                Some(0xD800..=0xDBFF) => match escape_unit(body, i + 6) {
+                    Some(0xDC00..=0xDFFF) => i += 12,
+                    _ => return Err(Some(i)),
+                },
+                Some(0xDC00..=0xDFFF) => return Err(Some(i)),
+                _ => i += 2,
+            },
             _ => i += 1,
         }
     }
@@ -667,6 +703,36 @@ mod tests {
                 .iter()
                 .any(|r| r.status == Some(RunStatus::Failed))
         );
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_refused_and_pairs_kept() {
+        let body =
+            |value: &str| format!(r#"{{"runs":[{}]}}"#, run(&format!(r#","input":"{value}""#)));
+        for bad in [
+            r"\ud800",
+            r"\uDC00",
+            r"x\ud83dy",
+            r"\ud83d\u0041",
+            r"\ud83d\n",
+            r"\ud800\ud800",
+        ] {
+            let e = parse_batch(body(bad).as_bytes()).unwrap_err();
+            assert!(
+                e.message.contains("lone UTF-16 surrogate"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        for good in [r"\ud83d\ude00", r"\\ud800", r"\u00e9\\", r"\\\ud83d\ude00"] {
+            let b = body(good);
+            let batch = parse_batch(b.as_bytes()).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+            let v: serde_json::Value = serde_json::from_str(batch.runs[0].json).unwrap();
+            assert!(v["input"].is_string(), "{good}");
+        }
+        // Keys and object nesting count too; depth still works.
+        assert!(parse_batch(br#"{"runs":[{"\udc00":1}]}"#).is_err());
+        assert!(nesting_within(br#"["\ud800"]"#, 1));
     }
 
     #[test]
