@@ -157,8 +157,7 @@ fn a_full_buffer_under_block_answers_429_with_retry_after() {
     collector.stop();
     let sidecar = Sidecar::builder(&collector.url())
         .access_key(KEY)
-        .set("buffer.segment_bytes", 16 * 1024)
-        .set("buffer.max_bytes", 64 * 1024)
+        .small_buffer()
         .set("buffer.when_full", "block")
         .start();
     let mut acked = HashSet::new();
@@ -198,8 +197,7 @@ fn a_full_buffer_under_drop_oldest_keeps_accepting_and_counts_drops() {
     collector.stop();
     let sidecar = Sidecar::builder(&collector.url())
         .access_key(KEY)
-        .set("buffer.segment_bytes", 16 * 1024)
-        .set("buffer.max_bytes", 64 * 1024)
+        .small_buffer()
         .start();
     let mut last = Vec::new();
     for i in 0..60 {

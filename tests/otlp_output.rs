@@ -191,8 +191,7 @@ fn a_full_buffer_under_block_skips_the_stalled_otlp_backlog_instead_of_refusing_
     let a_collector = MockCollector::start();
     let a = Sidecar::builder(&a_collector.url())
         .access_key(KEY)
-        .set("buffer.segment_bytes", 16 * 1024)
-        .set("buffer.max_bytes", 64 * 1024)
+        .small_buffer()
         .set("buffer.when_full", "block")
         .set(
             "outputs.otlp.endpoint",

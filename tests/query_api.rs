@@ -390,8 +390,7 @@ fn runs_the_buffer_dropped_are_shown_dropped_not_pending() {
     collector.stop();
     let sidecar = Sidecar::builder(&collector.url())
         .access_key(KEY)
-        .set("buffer.segment_bytes", 16 * 1024)
-        .set("buffer.max_bytes", 64 * 1024)
+        .small_buffer()
         .start();
     for i in 0..60 {
         let body = batches::batch(&format!("drop{i}"), 4);

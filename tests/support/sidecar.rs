@@ -159,6 +159,12 @@ impl SidecarBuilder {
         self
     }
 
+    /// A buffer that fills fast: 16 KiB segments, 64 KiB in all (about 60 small batches).
+    pub fn small_buffer(self) -> Self {
+        self.set("buffer.segment_bytes", 16 * 1024)
+            .set("buffer.max_bytes", 64 * 1024)
+    }
+
     /// How long to wait for `/healthz`.
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
