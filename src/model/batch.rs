@@ -738,7 +738,7 @@ mod tests {
     #[test]
     fn unknown_fields_big_numbers_and_float_spellings_are_kept_verbatim() {
         let r = run(
-            r#","zzz":{"b":1,"a":2},"big":123456789012345678901234567890,"f":1.50,"e":1E+2,"u":"\u00e9""#,
+            r#","zzz":{"b":1,"a":2},"big":123456789012345678901234567890,"f":1.50,"e":1E+2,"huge":1e999,"u":"\u00e9""#,
         );
         let body = format!(r#"{{"runs":[{r}]}}"#);
         let batch = parse_batch(body.as_bytes()).unwrap();
