@@ -9,7 +9,9 @@
 #   (DYNAMIQ_SIDECAR_<SECTION>_<KEY>=value), or '' for the defaults. Example, the trace index's
 #   cost (BENCHMARKS §10):
 #   scripts/ab-load.sh sdk 5 7 '' 'DYNAMIQ_SIDECAR_QUERY_INDEX=false'
-# BIN=path uses that sidecar binary instead of building target/release/dynamiq-sidecar.
+# BIN=path uses that sidecar binary instead of building target/release/dynamiq-sidecar; a
+# BIN=path word inside SETTINGS uses that binary for that side only (two builds compared:
+#   scripts/ab-load.sh otlp-grpc 5 7 'BIN=/tmp/old-sidecar' '').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 5 ] || { sed -n 2,10p "$0"; exit 2; }
@@ -29,8 +31,10 @@ lua application/json tests/fixtures/workflow-success.json > "$WORK/sdk.lua"
 one() { # $1 = settings; prints the rate
   rm -rf "$WORK/data"
   printf '[ingest]\nhttp_addr = "127.0.0.1:19602"\ngrpc_addr = "127.0.0.1:19603"\n[upstream]\nurl = "http://127.0.0.1:19601"\n[buffer]\npath = "%s"\nmax_bytes = 4294967296\n[forward]\nrequests_per_second = 0\nruns_per_second = 0\n[log]\nlevel = "warn"\n' "$WORK/data" > "$WORK/s.toml"
+  local bin=$BIN w
+  for w in $1; do case $w in BIN=*) bin=${w#BIN=} ;; esac; done
   # shellcheck disable=SC2086 # the settings are words on purpose
-  env $1 DYNAMIQ_ACCESS_KEY=bench-key "$BIN" run --config "$WORK/s.toml" & local pid=$!
+  env $1 DYNAMIQ_ACCESS_KEY=bench-key "$bin" run --config "$WORK/s.toml" & local pid=$!
   wait_port 19602; wait_port 19603
   case $MODE in
     otlp-http) wrk -t2 -c32 -d"${SECS}s" -s "$WORK/pb.lua" http://127.0.0.1:19602/v1/traces | awk '/Requests\/sec/ {print $2 * 500}' ;;

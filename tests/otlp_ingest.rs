@@ -8,6 +8,7 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
+use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -290,11 +291,43 @@ fn otlp_grpc_export_plain_and_gzip_with_partial_success_and_limits() {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         let status = gz.export(huge).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+        // Not protobuf (small: decoded inline; large: on a blocking thread): INVALID_ARGUMENT
+        // naming the problem, and the server goes on serving.
+        for garbage in [vec![0xff; 3], vec![0xff; 100_000]] {
+            let status = export_raw(&sidecar, garbage).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("not an OTLP"), "{status:?}");
+        }
+        client.export(pb.clone()).await.unwrap();
     });
-    let expected = 2 * span_count(&pb) - 1 + span_count(&oi);
+    let expected = 3 * span_count(&pb) - 1 + span_count(&oi);
     let runs = wait_for_runs(&collector, expected);
     assert!(runs.iter().any(|r| r["name"] == "chat gpt-4o-mini"));
     assert!(sidecar.metrics().contains("otlp_grpc"));
+}
+
+/// Sends `body` as the `Export` request message, as is.
+async fn export_raw(
+    sidecar: &Sidecar,
+    body: Vec<u8>,
+) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    let endpoint = format!("http://{}", sidecar.grpc_addr());
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+    client
+        .unary(
+            tonic::Request::new(bytes::Bytes::from(body)),
+            path,
+            PreEncoded,
+        )
+        .await
 }
 
 /// Exports `pb` over gRPC without `authorization` (must be UNAUTHENTICATED), then with it.

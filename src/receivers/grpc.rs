@@ -7,78 +7,171 @@
 //! spans reported as a partial success; inbound auth from the `authorization` metadata; on
 //! shutdown the listener closes and in-flight calls finish.
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use bytes::{Buf, Bytes};
+use futures_util::future::BoxFuture;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::IngestState;
 use super::error::ApiError;
 use super::metrics::RequestLabels;
-use super::otlp;
-
-/// The gRPC `TraceService`.
-pub struct OtlpGrpc {
-    state: IngestState,
-}
+use super::otlp::{self, OtlpEncoding};
+use crate::outputs::otlp::EXPORT_PATH;
 
 fn status_of(error: &ApiError) -> Status {
     Status::new(otlp::grpc_code(error.status), error.message.clone())
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let started = std::time::Instant::now();
-        let headers = request.metadata().clone().into_headers();
-        let result = async {
-            if !self.state.auth.check(&headers) {
-                return Err(ApiError::unauthorized(
-                    "missing or wrong bearer token: send authorization: Bearer <ingest token> metadata",
-                ));
-            }
-            let key = super::traces::client_key(&self.state, &headers)?;
-            otlp::export(&self.state, request.into_inner(), key).await
+/// Handles one `Export` call: the request message arrives as its protobuf bytes and is decoded
+/// with the conversion, off the async workers (see [`otlp::export`]).
+async fn export(
+    state: &IngestState,
+    request: Request<Bytes>,
+) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    let started = std::time::Instant::now();
+    let headers = request.metadata().clone().into_headers();
+    let result = async {
+        if !state.auth.check(&headers) {
+            return Err(ApiError::unauthorized(
+                "missing or wrong bearer token: send authorization: Bearer <ingest token> metadata",
+            ));
         }
-        .await;
-        let outcome = match &result {
-            Ok(_) => "accepted",
-            Err(e) => e.code,
-        };
-        self.state
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                input: "otlp_grpc",
-                outcome,
-            })
-            .inc();
-        match result {
-            Ok(outcome) => {
-                self.state
-                    .metrics
-                    .ack_latency
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(Response::new(otlp::response_message(&outcome)))
-            }
-            Err(e) => {
-                tracing::debug!(code = e.code, message = %e.message, "OTLP/gRPC export rejected");
-                Err(status_of(&e))
-            }
+        let key = super::traces::client_key(state, &headers)?;
+        otlp::export(state, request.into_inner(), OtlpEncoding::Protobuf, key).await
+    }
+    .await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            input: "otlp_grpc",
+            outcome,
+        })
+        .inc();
+    match result {
+        Ok(outcome) => {
+            state
+                .metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+            Ok(Response::new(otlp::response_message(&outcome)))
         }
+        Err(e) => {
+            tracing::debug!(code = e.code, message = %e.message, "OTLP/gRPC export rejected");
+            Err(status_of(&e))
+        }
+    }
+}
+
+/// The `TraceService` server: routes `Export` through tonic's unary handling (framing,
+/// compression, message limits, status) with [`RawRequest`] as the codec.
+#[derive(Clone)]
+struct TraceServer {
+    state: Arc<IngestState>,
+    max_message_bytes: usize,
+}
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+/// One `Export` call, as tonic's unary handler wants it.
+struct ExportCall(Arc<IngestState>);
+
+impl UnaryService<Bytes> for ExportCall {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<'static, Result<Response<Self::Response>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let state = Arc::clone(&self.0);
+        Box::pin(async move { export(&state, request).await })
+    }
+}
+
+impl<B> tower::Service<HttpRequest<B>> for TraceServer
+where
+    B: axum::body::HttpBody + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = HttpResponse<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let mut gzip = EnabledCompressionEncodings::default();
+        gzip.enable(CompressionEncoding::Gzip);
+        let mut grpc = Grpc::new(RawRequest)
+            .apply_compression_config(gzip, gzip)
+            .apply_max_message_size_config(Some(self.max_message_bytes), None);
+        let call = ExportCall(Arc::clone(&self.state));
+        Box::pin(async move { Ok(grpc.unary(call, request).await) })
+    }
+}
+
+/// The server-side codec: the request message is taken as its bytes (no copy: tonic's decode
+/// buffer is split off), the response is encoded with prost.
+#[derive(Debug, Default, Clone, Copy)]
+struct RawRequest;
+
+impl Codec for RawRequest {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = RawRequest;
+    type Decoder = RawRequest;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawRequest
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawRequest
+    }
+}
+
+impl Encoder for RawRequest {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: ExportTraceServiceResponse,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the export response: {e}")))
+    }
+}
+
+impl Decoder for RawRequest {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -95,10 +188,10 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = state.request_timeout;
-    let service = TraceServiceServer::new(OtlpGrpc { state })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
+    let service = TraceServer {
+        state: Arc::new(state),
+        max_message_bytes: limit,
+    };
     // Exporters send one large message per call (an SDK batch is ~0.25 MB): HTTP/2's default
     // 64 KiB windows would make every call wait for window updates, and Nagle would hold the
     // small answers back.

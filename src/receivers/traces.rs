@@ -151,9 +151,8 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
         },
     };
     let result = async {
-        let request = otlp::decode_request(&decoded, otlp_encoding)?;
         let key = client_key(state, &parts.headers)?;
-        let outcome = otlp::export(state, request, key).await?;
+        let outcome = otlp::export(state, decoded, otlp_encoding, key).await?;
         Ok(Ack::Spans(outcome, otlp_encoding))
     }
     .await;
