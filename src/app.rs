@@ -225,6 +225,9 @@ pub async fn run_with(
             default_source_id: config.ingest.otlp_source_id.clone(),
         }),
         query: query_index.clone(),
+        conversions: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     };
     let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
         .await

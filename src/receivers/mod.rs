@@ -49,6 +49,10 @@ pub struct IngestState {
     pub span_options: Arc<SpanConvertOptions>,
     /// The local trace index, fed after each successful append (`None`: not indexed).
     pub query: Option<Arc<crate::query::QueryIndex>>,
+    /// Large OTLP requests decoded and converted at once (one per core): more only time-slice
+    /// the same cores, hold more decoded requests in memory, and spread allocations over more
+    /// threads' heaps.
+    pub conversions: Arc<tokio::sync::Semaphore>,
 }
 
 /// The ingest routes (without the admin routes; see [`crate::app::router`]).

@@ -80,6 +80,13 @@ pub async fn export(
     // Runs are written straight into buffer records: envelope header first, then the JSON.
     let prefix = envelope::run_prefix(client_key);
     let converted = if body.len() >= BLOCKING_BODY_BYTES {
+        let _permit = state.conversions.acquire().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the sidecar is shutting down",
+            )
+        })?;
         let options = Arc::clone(&state.span_options);
         tokio::task::spawn_blocking(move || {
             let request = decode_request(&body, encoding)?;
