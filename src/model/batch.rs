@@ -315,14 +315,15 @@ fn scan(body: &[u8], max: usize) -> Scan {
     Scan::Fine
 }
 
-/// The code unit of a `\uXXXX` escape starting at `at` (the backslash), if well-formed.
+/// The code unit of a `\uXXXX` escape starting at `at` (the backslash), if there is one.
 fn escape_unit(body: &[u8], at: usize) -> Option<u16> {
-    let hex = body.get(at + 2..at + 6)?;
-    if body.get(at + 1) != Some(&b'u') {
+    let [b'\\', b'u', hex @ ..] = body.get(at..at + 6)? else {
         return None;
-    }
-    let text = std::str::from_utf8(hex).ok()?;
-    u16::from_str_radix(text, 16).ok()
+    };
+    hex.iter().try_fold(0u16, |unit, &digit| {
+        let value = char::from(digit).to_digit(16)?;
+        Some(unit << 4 | value as u16)
+    })
 }
 
 /// Index just past the `"` closing the string whose contents start at `i`; `Err(None)` when
@@ -430,7 +431,7 @@ enum Field {
 /// `input`/`output`/`metadata` values): per run, a few hundred bytes are read, not the whole run.
 /// The first occurrence of a duplicated key is the one read. `json` must be one JSON object
 /// whose syntax was already checked (text after the last needed field is not read).
-pub(crate) fn read_fields(json: &str) -> Result<RunFields<'_>, serde_json::Error> {
+pub(crate) fn read_fields(json: &[u8]) -> Result<RunFields<'_>, serde_json::Error> {
     struct FieldsVisitor<'s, 'a> {
         out: &'s mut RunFields<'a>,
     }
@@ -473,7 +474,7 @@ pub(crate) fn read_fields(json: &str) -> Result<RunFields<'_>, serde_json::Error
         }
     }
     let mut out = RunFields::default();
-    let mut de = serde_json::Deserializer::from_str(json);
+    let mut de = serde_json::Deserializer::from_slice(json);
     let result = de.deserialize_map(FieldsVisitor { out: &mut out });
     match result {
         Ok(()) => Ok(out),
@@ -593,7 +594,7 @@ fn validate_run<'a>(raw: &'a RawValue, problems: &mut Problems) -> Option<RawRun
         problems.push(("", format!("must be an object, got {}", kind_of(raw))));
         return None;
     }
-    let fields = match read_fields(raw.get()) {
+    let fields = match read_fields(raw.get().as_bytes()) {
         Ok(f) => f,
         Err(e) => {
             problems.push(("", format!("invalid run object: {e}")));
@@ -716,6 +717,9 @@ mod tests {
             r"\ud83d\u0041",
             r"\ud83d\n",
             r"\ud800\ud800",
+            // Found by fuzzing: `DuDDe6` after a high surrogate is text, not a `\u` escape.
+            r"\uDBBdDuDDe6",
+            r"\ud83d_udc00",
         ] {
             let e = parse_batch(body(bad).as_bytes()).unwrap_err();
             assert!(

@@ -91,8 +91,8 @@ impl Filter {
 /// runs were validated, or made by the converter, before they reach the index): only the bytes
 /// up to the last needed field are scanned, not the run's large input/output/metadata.
 pub(super) fn parse_fields(run: &[u8]) -> Option<RunFields<'_>> {
-    let text = std::str::from_utf8(run).ok()?;
-    read_fields(text).ok()
+    // No UTF-8 pass over the whole run first: the fields read are checked as they are read.
+    read_fields(run).ok()
 }
 
 /// A JSON string value, or `None` for anything else (null, numbers, objects).
