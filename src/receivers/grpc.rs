@@ -4,8 +4,13 @@
 //! Guarantees: the same conversion, durability and ack rule as OTLP/HTTP (a response only once
 //! the runs are in the disk buffer); gzip requests accepted; messages over
 //! `ingest.max_body_bytes` (compressed or decompressed) answered `RESOURCE_EXHAUSTED`; invalid
-//! spans reported as a partial success; inbound auth from the `authorization` metadata; on
-//! shutdown the listener closes and in-flight calls finish.
+//! spans reported as a partial success; a message that is not an `ExportTraceServiceRequest`
+//! answered `INVALID_ARGUMENT`; inbound auth from the `authorization` metadata; on shutdown the
+//! listener closes and in-flight calls finish.
+//!
+//! tonic does the framing, compression, limits and status; the service is written out here
+//! (not the generated `TraceServiceServer`) so the request message arrives as bytes and is
+//! decoded together with the conversion, on the same thread (see [`otlp::export`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
