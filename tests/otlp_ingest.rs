@@ -247,14 +247,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn grpc_client(sidecar: &Sidecar) -> TraceServiceClient<tonic::transport::Channel> {
+async fn grpc_channel(sidecar: &Sidecar) -> tonic::transport::Channel {
     let endpoint = format!("http://{}", sidecar.grpc_addr());
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+    tonic::transport::Endpoint::from_shared(endpoint)
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    TraceServiceClient::new(channel)
+        .unwrap()
+}
+
+async fn grpc_client(sidecar: &Sidecar) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::new(grpc_channel(sidecar).await)
 }
 
 #[test]
@@ -312,13 +315,7 @@ async fn export_raw(
     sidecar: &Sidecar,
     body: Vec<u8>,
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-    let endpoint = format!("http://{}", sidecar.grpc_addr());
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
+    let mut client = tonic::client::Grpc::new(grpc_channel(sidecar).await);
     client.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
     client

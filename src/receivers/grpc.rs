@@ -32,7 +32,6 @@ use tonic::{Request, Response, Status};
 
 use super::IngestState;
 use super::error::ApiError;
-use super::metrics::RequestLabels;
 use super::otlp::{self, OtlpEncoding};
 use crate::outputs::otlp::EXPORT_PATH;
 
@@ -58,26 +57,9 @@ async fn export(
         otlp::export(state, request.into_inner(), OtlpEncoding::Protobuf, key).await
     }
     .await;
-    let outcome = match &result {
-        Ok(_) => "accepted",
-        Err(e) => e.code,
-    };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            input: "otlp_grpc",
-            outcome,
-        })
-        .inc();
+    state.metrics.record("otlp_grpc", &result, started);
     match result {
-        Ok(outcome) => {
-            state
-                .metrics
-                .ack_latency
-                .observe(started.elapsed().as_secs_f64());
-            Ok(Response::new(otlp::response_message(&outcome)))
-        }
+        Ok(outcome) => Ok(Response::new(otlp::response_message(&outcome))),
         Err(e) => {
             tracing::debug!(code = e.code, message = %e.message, "OTLP/gRPC export rejected");
             Err(status_of(&e))

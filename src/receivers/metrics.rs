@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::error::ApiError;
+
 /// Label set of `dynamiq_sidecar_ingest_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -75,5 +77,25 @@ impl IngestMetrics {
             m.ack_latency.clone(),
         );
         m
+    }
+
+    /// Counts one request of `input` by its outcome and, when it was accepted, observes its
+    /// time to acknowledgement (from `started`).
+    pub fn record<T>(
+        &self,
+        input: &'static str,
+        result: &Result<T, ApiError>,
+        started: std::time::Instant,
+    ) {
+        let outcome = match result {
+            Ok(_) => "accepted",
+            Err(e) => e.code,
+        };
+        self.requests
+            .get_or_create(&RequestLabels { input, outcome })
+            .inc();
+        if result.is_ok() {
+            self.ack_latency.observe(started.elapsed().as_secs_f64());
+        }
     }
 }

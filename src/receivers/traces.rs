@@ -15,7 +15,6 @@ use bytes::Bytes;
 use super::IngestState;
 use super::body::{self, Encoding};
 use super::error::ApiError;
-use super::metrics::RequestLabels;
 use super::otlp::{self, OtlpEncoding};
 use crate::admin::readiness::Latch;
 use crate::buffer::AppendError;
@@ -77,30 +76,14 @@ pub async fn post_traces(State(state): State<IngestState>, request: Request) -> 
                 )),
             ),
         };
-    let outcome = match &result {
-        Ok(_) => "accepted",
-        Err(e) => e.code,
-    };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels { input, outcome })
-        .inc();
+    state.metrics.record(input, &result, started);
     match result {
-        Ok(ack) => {
-            state
-                .metrics
-                .ack_latency
-                .observe(started.elapsed().as_secs_f64());
-            match ack {
-                Ack::Runs(accepted) => {
-                    state.metrics.runs_accepted.inc_by(accepted as u64);
-                    let body = format!(r#"{{"message":"ok","accepted":{accepted}}}"#);
-                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-                }
-                Ack::Spans(outcome, encoding) => otlp::http_response(&outcome, encoding),
-            }
+        Ok(Ack::Runs(accepted)) => {
+            state.metrics.runs_accepted.inc_by(accepted as u64);
+            let body = format!(r#"{{"message":"ok","accepted":{accepted}}}"#);
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
+        Ok(Ack::Spans(outcome, encoding)) => otlp::http_response(&outcome, encoding),
         Err(e) => {
             tracing::debug!(status = e.status.as_u16(), code = e.code, message = %e.message, "ingest request rejected");
             if protobuf_request {
