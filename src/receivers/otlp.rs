@@ -88,23 +88,17 @@ pub async fn export(
             )
         })?;
         let options = Arc::clone(&state.span_options);
-        tokio::task::spawn_blocking(move || {
-            let request = decode_request(&body, encoding)?;
-            Ok(convert::convert_request_with_prefix(
-                &request, &options, &prefix,
-            ))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "span conversion failed",
-            ))
-        })?
+        tokio::task::spawn_blocking(move || decode_and_convert(&body, encoding, &options, &prefix))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "span conversion failed",
+                ))
+            })?
     } else {
-        let request = decode_request(&body, encoding)?;
-        convert::convert_request_with_prefix(&request, &state.span_options, &prefix)
+        decode_and_convert(&body, encoding, &state.span_options, &prefix)?
     };
     let ConvertedSpans {
         runs,
@@ -132,6 +126,20 @@ pub async fn export(
         rejected_spans,
         error_message,
     })
+}
+
+/// Decodes `body` and converts its spans (the decoded request is dropped here, on the caller's
+/// thread).
+fn decode_and_convert(
+    body: &[u8],
+    encoding: OtlpEncoding,
+    options: &convert::SpanConvertOptions,
+    prefix: &[u8],
+) -> Result<ConvertedSpans, ApiError> {
+    let request = decode_request(body, encoding)?;
+    Ok(convert::convert_request_with_prefix(
+        &request, options, prefix,
+    ))
 }
 
 /// The runs inside freshly converted buffer payloads, for the trace index (read now, while the
