@@ -25,7 +25,8 @@ pub mod values;
 pub use runs_to_bytes::{EncodedRuns, runs_to_request_bytes};
 pub use runs_to_spans::{ConvertedRuns, RunConvertOptions, RunSpan, run_to_span, runs_to_request};
 pub use spans_to_runs::{
-    ConvertedSpans, SpanConvertOptions, convert_request, convert_request_with_prefix, count_spans,
+    ConvertedRecord, ConvertedRecords, ConvertedSpans, RunKeys, SpanConvertOptions,
+    convert_request, convert_request_to_records, count_spans,
 };
 
 #[cfg(test)]

@@ -20,9 +20,16 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
+use std::collections::HashMap;
+use std::ops::Range;
+
+use foldhash::fast::RandomState as FastHash;
+
 use super::ids;
 use super::semconv::{self, Known};
-use super::time::write_ns;
+use super::time::{as_written, write_ns};
+use crate::model::batch::RunStatus;
+
 use super::values::{
     ObjectWriter, as_bool, as_f64, as_i64, as_str, find, json_text, write_otlp_attributes,
     write_plain, write_str,
@@ -54,24 +61,85 @@ pub struct ConvertedSpans {
     pub error_message: String,
 }
 
+/// The runs made from one export request as buffer record payloads (`prefix ‖ run JSON`), in
+/// one buffer per trace: the receiver stores and indexes slices of them, so a trace's runs are
+/// freed together (the trace index evicts whole traces) rather than one by one, and a run never
+/// keeps another trace's bytes alive.
+#[derive(Debug, Default)]
+pub struct ConvertedRecords {
+    /// One buffer per trace (OTLP trace id) with its runs' records back to back.
+    pub buffers: Vec<Vec<u8>>,
+    /// One entry per record, in request order.
+    pub records: Vec<ConvertedRecord>,
+    /// Spans that were invalid and were not converted.
+    pub rejected_spans: u64,
+    /// Why the first rejected spans were rejected (empty when none were).
+    pub error_message: String,
+}
+
+/// Where one record is in [`ConvertedRecords::buffers`], and what the trace index needs of its
+/// run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertedRecord {
+    /// Which buffer holds it.
+    pub buffer: usize,
+    /// Its bytes in that buffer (the envelope prefix, then the run's JSON).
+    pub range: Range<usize>,
+    /// The run's index fields, as written; `None` when they must be read back from the JSON
+    /// (a Dynamiq run rebuilt from its span, or an id that needed escaping).
+    pub keys: Option<RunKeys>,
+}
+
+/// The fields of a converted run the trace index reads, known while writing it. The ranges
+/// are where the string values' text is in the record's buffer (they need no unescaping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKeys {
+    /// The `trace_id` value's text.
+    pub trace_id: Range<usize>,
+    /// The `id` value's text.
+    pub id: Range<usize>,
+    /// `parent_run_id` is null.
+    pub is_root: bool,
+    /// `status`.
+    pub status: Option<RunStatus>,
+    /// `start_time` in ns since the epoch, as written (whole microseconds).
+    pub start_ns: u64,
+    /// `end_time` in ns since the epoch, as written (`None` when it is null).
+    pub end_ns: Option<u64>,
+}
+
+/// At most this much of a request's output buffer is reserved before it is known to be needed.
+const MAX_UP_FRONT_BYTES: usize = 16 << 20;
+
 /// Converts every valid span of `request` into a run.
 pub fn convert_request(
     request: &ExportTraceServiceRequest,
     options: &SpanConvertOptions,
 ) -> ConvertedSpans {
-    convert_request_with_prefix(request, options, &[])
+    let converted = convert_request_to_records(request, options, &[]);
+    let runs = converted
+        .records
+        .iter()
+        .map(|record| converted.buffers[record.buffer][record.range.clone()].to_vec())
+        .collect();
+    ConvertedSpans {
+        runs,
+        rejected_spans: converted.rejected_spans,
+        error_message: converted.error_message,
+    }
 }
 
-/// [`convert_request`], with every run's JSON preceded by `prefix` in its buffer (a buffer
-/// record's envelope header, so runs are written straight into records without a copy).
-pub fn convert_request_with_prefix(
+/// [`convert_request`] written as buffer records: each run's JSON preceded by `prefix` (a
+/// record's envelope header), the runs of a trace back to back in one buffer, so runs go to the
+/// disk buffer and the trace index without a copy.
+pub fn convert_request_to_records(
     request: &ExportTraceServiceRequest,
     options: &SpanConvertOptions,
     prefix: &[u8],
-) -> ConvertedSpans {
-    let mut out = ConvertedSpans::default();
-    // Runs of one request are alike in size: the last one is the next one's capacity hint.
-    let mut size_hint = 2048;
+) -> ConvertedRecords {
+    let mut out = ConvertedRecords::default();
+    let mut traces = TraceBuffers::count(request);
+    out.records.reserve(traces.spans);
     let mut reasons: Vec<String> = Vec::new();
     let mut tags = TagCache::default();
     for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
@@ -80,30 +148,36 @@ pub fn convert_request_with_prefix(
         for (si, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
             let scope = ScopeContext::new(scope_spans.scope.as_ref());
             for (pi, span) in scope_spans.spans.iter().enumerate() {
-                let run = validate(span).and_then(|valid| {
+                let record = validate(span).and_then(|valid| {
                     if !resource.shallow || !scope_shallow(scope_spans.scope.as_ref()) {
                         return Err(TOO_DEEP.to_owned());
                     }
-                    let mut run = Vec::with_capacity(size_hint + size_hint / 4);
+                    let buffer = traces.buffer_of(&valid.trace_id, &mut out.buffers);
+                    let run = &mut out.buffers[buffer];
+                    let start = run.len();
                     run.extend_from_slice(prefix);
                     let known = Known::scan(&valid.span.attributes);
-                    if known.dq_run_keys.is_some() && dynamiq_run(&mut run, &valid, &known) {
-                        size_hint = run.len();
-                        return Ok(run);
-                    }
-                    run.truncate(prefix.len());
-                    let origin = Origin {
-                        resource: &resource,
-                        resource_schema,
-                        scope: &scope,
-                        scope_schema: scope_spans.schema_url.as_str(),
+                    let keys = if known.dq_run_keys.is_some() && dynamiq_run(run, &valid, &known) {
+                        None
+                    } else {
+                        run.truncate(start + prefix.len());
+                        let origin = Origin {
+                            resource: &resource,
+                            resource_schema,
+                            scope: &scope,
+                            scope_schema: scope_spans.schema_url.as_str(),
+                        };
+                        span_to_run(run, &valid, &known, &mut tags, &origin)
                     };
-                    span_to_run(&mut run, &valid, &known, &mut tags, &origin);
-                    size_hint = run.len();
-                    Ok(run)
+                    traces.run_size = run.len() - start;
+                    Ok(ConvertedRecord {
+                        buffer,
+                        range: start..run.len(),
+                        keys,
+                    })
                 });
-                match run {
-                    Ok(run) => out.runs.push(run),
+                match record {
+                    Ok(record) => out.records.push(record),
                     Err(reason) => {
                         out.rejected_spans += 1;
                         if reasons.len() < 3 {
@@ -125,6 +199,53 @@ pub fn convert_request_with_prefix(
         }
     }
     out
+}
+
+/// Which output buffer holds each trace's runs, and how large to make a new one.
+struct TraceBuffers {
+    /// Per OTLP trace id: its spans in the request, and its buffer once it has one.
+    traces: HashMap<[u8; 16], (usize, Option<usize>), FastHash>,
+    /// Spans in the request.
+    spans: usize,
+    /// The last record's size: runs of one request are alike, so it sizes new buffers.
+    run_size: usize,
+}
+
+impl TraceBuffers {
+    fn count(request: &ExportTraceServiceRequest) -> Self {
+        let mut traces: HashMap<[u8; 16], (usize, Option<usize>), FastHash> = HashMap::default();
+        let mut spans = 0;
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            if let Ok(trace_id) = span.trace_id.as_slice().try_into() {
+                traces.entry(trace_id).or_default().0 += 1;
+            }
+            spans += 1;
+        }
+        Self {
+            traces,
+            spans,
+            run_size: 2048,
+        }
+    }
+
+    /// The buffer of `trace_id`'s runs, made (sized for all its spans) on first use.
+    fn buffer_of(&mut self, trace_id: &[u8; 16], buffers: &mut Vec<Vec<u8>>) -> usize {
+        let (spans, buffer) = self.traces.entry(*trace_id).or_default();
+        let spans = *spans;
+        *buffer.get_or_insert_with(|| {
+            // Capped, so one huge run does not reserve for all the others.
+            let room = (self.run_size + self.run_size / 4)
+                .saturating_mul(spans)
+                .min(MAX_UP_FRONT_BYTES);
+            buffers.push(Vec::with_capacity(room));
+            buffers.len() - 1
+        })
+    }
 }
 
 /// The number of spans in a request.
@@ -338,22 +459,22 @@ fn span_to_run(
     known: &Known<'_>,
     tags: &mut TagCache,
     origin: &Origin<'_>,
-) {
+) -> Option<RunKeys> {
     let span = v.span;
-    let is_root = v.parent_span_id.is_none();
     let oi_kind = semconv::openinference_kind(as_str(known.oi_kind), as_str(known.genai_operation));
     let status_code = span.status.as_ref().map(|s| s.code).unwrap_or(0);
     let exception = span.events.iter().rev().find(|e| e.name == "exception");
 
     let mut run = ObjectWriter::open(out);
 
-    match as_str(known.dq_run_id) {
-        Some(id) => run.str("id", id),
-        None => ids::write_uuid(
-            run.key("id"),
+    let id = match as_str(known.dq_run_id) {
+        Some(id) => str_value(&mut run, "id", id),
+        None => Some(uuid_value(
+            &mut run,
+            "id",
             &ids::run_id_with_tag(tags.get(&v.trace_id), &v.span_id),
-        ),
-    }
+        )),
+    };
     run.str(
         "name",
         if span.name.is_empty() {
@@ -364,14 +485,14 @@ fn span_to_run(
     );
     let run_type = match as_str(known.dq_run_type) {
         Some(t @ ("workflow" | "flow" | "node")) => t,
-        _ if is_root => "workflow",
+        _ if v.parent_span_id.is_none() => "workflow",
         _ => "node",
     };
     run.str("type", run_type);
-    match as_str(known.dq_trace_id) {
-        Some(t) => run.str("trace_id", t),
-        None => ids::write_uuid(run.key("trace_id"), &v.trace_id),
-    }
+    let trace_id = match as_str(known.dq_trace_id) {
+        Some(t) => str_value(&mut run, "trace_id", t),
+        None => Some(uuid_value(&mut run, "trace_id", &v.trace_id)),
+    };
     run.str(
         "source_id",
         as_str(known.dq_source_id).unwrap_or(&origin.resource.source_id),
@@ -385,11 +506,14 @@ fn span_to_run(
         None => ids::write_uuid(run.key("session_id"), &v.trace_id),
     }
     write_ns(run.key("start_time"), span.start_time_unix_nano);
-    if as_bool(known.dq_end_time_missing) == Some(true) {
+    let end_ns = if as_bool(known.dq_end_time_missing) == Some(true) {
         run.null("end_time");
+        None
     } else {
         write_ns(run.key("end_time"), span.end_time_unix_nano);
-    }
+        Some(as_written(span.end_time_unix_nano))
+    };
+    let is_root = as_str(known.dq_parent_run_id).is_none() && v.parent_span_id.is_none();
     match (as_str(known.dq_parent_run_id), v.parent_span_id) {
         (Some(parent), _) => run.str("parent_run_id", parent),
         (None, Some(parent)) => ids::write_uuid(
@@ -399,11 +523,24 @@ fn span_to_run(
         (None, None) => run.null("parent_run_id"),
     }
     let failed = status_code == StatusCode::Error as i32;
-    match as_str(known.dq_run_status) {
-        Some(s @ ("succeeded" | "failed" | "skipped" | "canceled")) => run.str("status", s),
-        Some("") => run.null("status"),
-        _ => run.str("status", if failed { "failed" } else { "succeeded" }),
-    }
+    let status = match as_str(known.dq_run_status) {
+        Some(s @ ("succeeded" | "failed" | "skipped" | "canceled")) => {
+            run.str("status", s);
+            RunStatus::parse(s)
+        }
+        Some("") => {
+            run.null("status");
+            None
+        }
+        _ if failed => {
+            run.str("status", "failed");
+            Some(RunStatus::Failed)
+        }
+        _ => {
+            run.str("status", "succeeded");
+            Some(RunStatus::Succeeded)
+        }
+    };
 
     let input = lift_io(
         run.key("input"),
@@ -467,6 +604,31 @@ fn span_to_run(
     }
     write_tags(run.key("tags"), known);
     run.close();
+    Some(RunKeys {
+        trace_id: trace_id?,
+        id: id?,
+        is_root,
+        status,
+        start_ns: as_written(span.start_time_unix_nano),
+        end_ns,
+    })
+}
+
+/// Writes `value` as the string under `key`; where it needed no escaping, returns where its
+/// text is in the output (the range then holds exactly `value`).
+fn str_value(run: &mut ObjectWriter<'_>, key: &str, value: &str) -> Option<Range<usize>> {
+    let out = run.key(key);
+    let at = out.len();
+    write_str(out, value);
+    (out.len() - at == value.len() + 2).then(|| at + 1..out.len() - 1)
+}
+
+/// Writes the UUID text of `bytes` under `key` and returns where that text is in the output.
+fn uuid_value(run: &mut ObjectWriter<'_>, key: &str, bytes: &[u8; 16]) -> Range<usize> {
+    let out = run.key(key);
+    let at = out.len();
+    ids::write_uuid(out, bytes);
+    at + 1..out.len() - 1
 }
 
 /// Rebuilds the exact run a Dynamiq run → span conversion started from (the span carries

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use serde_json::{Value, json};
 
-use super::{SpanConvertOptions, convert_request, ids};
+use super::{SpanConvertOptions, convert_request, convert_request_to_records, ids};
 
 const GENAI_PB: &[u8] = include_bytes!("../../tests/fixtures/otlp/genai-semconv.pb");
 const GENAI_JSON: &[u8] = include_bytes!("../../tests/fixtures/otlp/genai-semconv.json");
@@ -28,6 +28,90 @@ fn runs_of(request: &ExportTraceServiceRequest) -> Vec<Value> {
         .collect();
     assert_collector_valid(&converted.runs);
     runs
+}
+
+/// The index fields the converter hands over ([`super::RunKeys`]) are what the trace index
+/// would read back from each run's JSON; records are `prefix ‖ run`, back to back, and hold the
+/// same runs as [`convert_request`]. Returns how many runs came with their fields.
+fn assert_records_match(request: &ExportTraceServiceRequest) -> usize {
+    const PREFIX: &[u8] = b"\x01\x01\x00\x00";
+    let converted = convert_request_to_records(request, &SpanConvertOptions::default(), PREFIX);
+    let plain = convert_request(request, &SpanConvertOptions::default());
+    assert_eq!(converted.records.len(), plain.runs.len());
+    assert_eq!(converted.rejected_spans, plain.rejected_spans);
+    let mut with_keys = 0;
+    let mut ends = vec![0; converted.buffers.len()];
+    for (record, run) in converted.records.iter().zip(&plain.runs) {
+        let bytes = &converted.buffers[record.buffer];
+        let start = record.range.start;
+        assert_eq!(start, ends[record.buffer], "records are back to back");
+        assert_eq!(&bytes[start..start + PREFIX.len()], PREFIX);
+        assert_eq!(
+            &bytes[start + PREFIX.len()..record.range.end],
+            run.as_slice()
+        );
+        if let Some(keys) = &record.keys {
+            with_keys += 1;
+            let json = bytes::Bytes::copy_from_slice(run);
+            let parsed = crate::query::NewRun::parse(0, &json).expect("string id and trace_id");
+            assert_eq!(&bytes[keys.trace_id.clone()], parsed.trace_id.as_bytes());
+            assert_eq!(&bytes[keys.id.clone()], parsed.id.as_bytes());
+            assert_eq!(keys.is_root, parsed.is_root);
+            assert_eq!(keys.status, parsed.status);
+            assert_eq!(Some(keys.start_ns), parsed.start_ns);
+            assert_eq!(keys.end_ns, parsed.end_ns);
+        }
+        ends[record.buffer] = record.range.end;
+    }
+    for (buffer, end) in converted.buffers.iter().zip(ends) {
+        assert_eq!(buffer.len(), end, "a buffer holds nothing but records");
+    }
+    with_keys
+}
+
+#[test]
+fn records_carry_the_index_fields_of_foreign_spans() {
+    for body in [GENAI_PB, OPENINFERENCE_PB] {
+        let mut request = ExportTraceServiceRequest::decode(body).unwrap();
+        // A second copy of every span, in other traces.
+        let mut copy = request.resource_spans.clone();
+        for span in copy
+            .iter_mut()
+            .flat_map(|r| &mut r.scope_spans)
+            .flat_map(|s| &mut s.spans)
+        {
+            span.trace_id[0] ^= 0xFF;
+        }
+        request.resource_spans.extend(copy);
+        let spans = super::count_spans(&request) as usize;
+        assert_eq!(assert_records_match(&request), spans);
+
+        let converted = convert_request_to_records(&request, &SpanConvertOptions::default(), b"");
+        let mut trace_of_buffer = HashMap::new();
+        for record in &converted.records {
+            let keys = record.keys.as_ref().unwrap();
+            let trace = &converted.buffers[record.buffer][keys.trace_id.clone()];
+            let seen = trace_of_buffer.entry(record.buffer).or_insert(trace);
+            assert_eq!(*seen, trace, "a buffer holds one trace's runs");
+        }
+        let traces: std::collections::HashSet<_> = trace_of_buffer.values().collect();
+        assert_eq!(
+            traces.len(),
+            converted.buffers.len(),
+            "one buffer per trace"
+        );
+        assert!(traces.len() >= 2);
+    }
+}
+
+#[test]
+fn records_of_rebuilt_dynamiq_runs_leave_the_index_fields_to_the_json() {
+    let batch =
+        crate::model::parse_batch(include_bytes!("../../tests/fixtures/workflow-success.json"))
+            .unwrap();
+    let runs = batch.runs.iter().map(|r| r.json.as_bytes());
+    let converted = super::runs_to_request(runs, &super::RunConvertOptions::default());
+    assert_eq!(assert_records_match(&converted.request), 0);
 }
 
 /// Promise 3: every run passes the collector's validation.
@@ -643,9 +727,11 @@ mod generated {
             sp.status = Some(Status { code: status, message: String::new() });
             sp.start_time_unix_nano = start;
             sp.end_time_unix_nano = start.saturating_add(u64::from(len));
-            let converted = convert_request(&request(vec![], vec![sp]), &SpanConvertOptions::default());
+            let request = request(vec![], vec![sp]);
+            let converted = convert_request(&request, &SpanConvertOptions::default());
             prop_assert_eq!(converted.runs.len() as u64 + converted.rejected_spans, 1);
             assert_collector_valid(&converted.runs);
+            assert_records_match(&request);
             for run in &converted.runs {
                 prop_assert!(crate::model::batch::nesting_within(run, crate::model::batch::MAX_DEPTH - 2));
             }

@@ -22,6 +22,11 @@ pub fn format_ns(ns: u64) -> String {
     }
 }
 
+/// The time [`write_ns`] writes for `ns`, in ns: runs carry microseconds.
+pub fn as_written(ns: u64) -> u64 {
+    ns - ns % 1_000
+}
+
 /// Appends `"<format_ns(ns)>"` (a JSON string) without allocating.
 pub fn write_ns(out: &mut Vec<u8>, ns: u64) {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))

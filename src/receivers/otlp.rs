@@ -6,6 +6,8 @@
 //! never stop the valid ones; an undecodable body is rejected whole (400 / `INVALID_ARGUMENT`)
 //! with a message that says what was wrong.
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,7 +20,7 @@ use prost::Message;
 
 use super::IngestState;
 use super::error::ApiError;
-use crate::convert::{self, ConvertedSpans};
+use crate::convert::{self, ConvertedRecord, ConvertedRecords};
 use crate::model::envelope;
 use crate::query::NewRun;
 
@@ -79,6 +81,7 @@ pub async fn export(
 ) -> Result<ExportOutcome, ApiError> {
     // Runs are written straight into buffer records: envelope header first, then the JSON.
     let prefix = envelope::run_prefix(client_key);
+    let prefix_len = prefix.len();
     let converted = if body.len() >= BLOCKING_BODY_BYTES {
         let _permit = state.conversions.acquire().await.map_err(|_| {
             ApiError::new(
@@ -100,22 +103,20 @@ pub async fn export(
     } else {
         decode_and_convert(&body, encoding, &state.span_options, &prefix)?
     };
-    let ConvertedSpans {
-        runs,
+    let ConvertedRecords {
+        buffers,
+        records,
         rejected_spans,
         error_message,
     } = converted;
-    let accepted_spans = runs.len() as u64;
-    if !runs.is_empty() {
-        let payloads: Vec<Bytes> = runs.into_iter().map(Bytes::from).collect();
-        let kept = match &state.query {
-            Some(_) => index_runs(&payloads),
+    let accepted_spans = records.len() as u64;
+    if !records.is_empty() {
+        let buffers: Vec<Bytes> = buffers.into_iter().map(Bytes::from).collect();
+        let (payloads, runs) = split_records(&buffers, &records, prefix_len);
+        let indexed = match &state.query {
+            Some(_) => index_entries(&buffers, &records, &runs),
             None => Vec::new(),
         };
-        let indexed = (0..)
-            .zip(&kept)
-            .filter_map(|(i, json)| NewRun::parse(i, json))
-            .collect();
         super::traces::store(state, payloads, indexed).await?;
     }
     state.metrics.spans_accepted.inc_by(accepted_spans);
@@ -135,19 +136,58 @@ fn decode_and_convert(
     encoding: OtlpEncoding,
     options: &convert::SpanConvertOptions,
     prefix: &[u8],
-) -> Result<ConvertedSpans, ApiError> {
+) -> Result<ConvertedRecords, ApiError> {
     let request = decode_request(body, encoding)?;
-    Ok(convert::convert_request_with_prefix(
+    Ok(convert::convert_request_to_records(
         &request, options, prefix,
     ))
 }
 
-/// The runs inside freshly converted buffer payloads, for the trace index (read now, while the
-/// bytes are in cache; an undecodable payload is kept as an empty run so positions hold).
-fn index_runs(payloads: &[Bytes]) -> Vec<Bytes> {
-    payloads
+/// The buffer payloads (`prefix ‖ run`) and the runs' JSON, as slices of the converter's
+/// buffers.
+fn split_records(
+    buffers: &[Bytes],
+    records: &[ConvertedRecord],
+    prefix_len: usize,
+) -> (Vec<Bytes>, Vec<Bytes>) {
+    records
         .iter()
-        .map(|p| envelope::decode(p).map(|e| e.run).unwrap_or_default())
+        .map(|record| {
+            let buffer = &buffers[record.buffer];
+            let payload = buffer.slice(record.range.clone());
+            let run = buffer.slice(record.range.start + prefix_len..record.range.end);
+            (payload, run)
+        })
+        .unzip()
+}
+
+/// What the trace index gets of freshly converted runs: the fields the converter wrote (no
+/// parsing), else read from the JSON while it is in cache. A run without a string `id` and
+/// `trace_id` is left out; `seq` is the run's position in the append.
+fn index_entries<'a>(
+    buffers: &'a [Bytes],
+    records: &'a [ConvertedRecord],
+    runs: &'a [Bytes],
+) -> Vec<NewRun<'a>> {
+    (0..)
+        .zip(records.iter().zip(runs))
+        .filter_map(|(seq, (record, json))| {
+            let Some(keys) = &record.keys else {
+                return NewRun::parse(seq, json);
+            };
+            let buffer = &buffers[record.buffer];
+            let text = |range: &Range<usize>| std::str::from_utf8(&buffer[range.clone()]).ok();
+            Some(NewRun {
+                seq,
+                json: json.clone(),
+                trace_id: Cow::Borrowed(text(&keys.trace_id)?),
+                id: Cow::Borrowed(text(&keys.id)?),
+                is_root: keys.is_root,
+                status: keys.status,
+                start_ns: Some(keys.start_ns),
+                end_ns: keys.end_ns,
+            })
+        })
         .collect()
 }
 
