@@ -3,8 +3,8 @@
 //!
 //! Cost on the ingest path (the receivers call [`QueryIndex::ingest`] after each durable
 //! append): no JSON is parsed for Dynamiq batches (the validator's fields are handed over) nor
-//! for runs converted from foreign spans (the converter's are), a
-//! run id is kept as a 128-bit hash, and a trace's id string is allocated once per trace.
+//! for runs converted from foreign spans (the converter's are), a run id is kept as a 128-bit
+//! hash, and a trace's id string is allocated once per trace.
 //! Delivery updates arrive by buffer sequence number, so the forwarder's reports parse nothing.
 //!
 //! Invariants (checked by the unit tests):
