@@ -8,7 +8,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dynamiq_sidecar::convert::{SpanConvertOptions, convert_request, count_spans};
+use dynamiq_sidecar::convert::{SpanConvertOptions, convert_request_to_records, count_spans};
+use dynamiq_sidecar::model::envelope;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -17,6 +18,8 @@ const OPENINFERENCE_PB: &[u8] = include_bytes!("../tests/fixtures/otlp/openinfer
 
 fn convert(c: &mut Criterion) {
     let options = SpanConvertOptions::default();
+    // What the receivers run: each run written as a buffer record, behind its envelope header.
+    let prefix = envelope::run_prefix(None);
     for (name, bytes) in [("genai", GENAI_PB), ("openinference", OPENINFERENCE_PB)] {
         let request = ExportTraceServiceRequest::decode(bytes).unwrap();
         let spans = count_spans(&request);
@@ -30,8 +33,8 @@ fn convert(c: &mut Criterion) {
         });
         group.bench_function("convert", |b| {
             b.iter(|| {
-                convert_request(std::hint::black_box(&request), &options)
-                    .runs
+                convert_request_to_records(std::hint::black_box(&request), &options, &prefix)
+                    .records
                     .len()
             })
         });
@@ -39,7 +42,9 @@ fn convert(c: &mut Criterion) {
             b.iter(|| {
                 let request =
                     ExportTraceServiceRequest::decode(std::hint::black_box(bytes)).unwrap();
-                convert_request(&request, &options).runs.len()
+                convert_request_to_records(&request, &options, &prefix)
+                    .records
+                    .len()
             })
         });
         group.finish();
