@@ -33,11 +33,36 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// A JSON value's exact text, borrowed from the run: what a `&RawValue` holds, but also made for
+/// a value whose text was located in the run rather than captured by `serde_json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The value's JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for Raw<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Self(raw.get())
+    }
+}
+
+impl<'a> From<&Raw<'a>> for Raw<'a> {
+    fn from(raw: &Raw<'a>) -> Self {
+        *raw
+    }
+}
+
 /// The top-level fields of a run, in document order, each as raw JSON.
+#[derive(Debug)]
 pub struct RunFields<'a> {
     /// `(key, value)` pairs; a repeated key appears once, at its first position, with its last
     /// value.
-    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub fields: Vec<(Cow<'a, str>, Raw<'a>)>,
 }
 
 impl<'de> Deserialize<'de> for RunFields<'de> {
@@ -49,14 +74,13 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
                 f.write_str("a run object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(24);
+                let mut fields = RunFields {
+                    fields: Vec::with_capacity(24),
+                };
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    match fields.iter_mut().find(|(existing, _)| *existing == k) {
-                        Some(slot) => slot.1 = v,
-                        None => fields.push((k, v)),
-                    }
+                    fields.set(k, Raw::from(v));
                 }
-                Ok(RunFields { fields })
+                Ok(fields)
             }
         }
         d.deserialize_map(V)
@@ -74,16 +98,130 @@ impl<'a> RunFields<'a> {
         }
     }
 
+    /// [`RunFields::parse`] and the view of its `metadata` ([`view`] of
+    /// `fields.get("metadata")`), reading `metadata` once: it is deserialised into the view
+    /// and its text located from the neighbouring keys' positions. Falls back to reading it
+    /// twice where that cannot be done (an escaped key next to `metadata`, a `metadata` that
+    /// does not fit the view), so the result is always the same as the two-step read.
+    pub fn parse_with_metadata(
+        json: &'a [u8],
+    ) -> Result<(Self, MetadataView<'a>), serde_json::Error> {
+        if let Some(read) = Self::one_pass(json) {
+            return Ok(read);
+        }
+        let fields = Self::parse(json)?;
+        let meta = view(fields.get("metadata"));
+        Ok((fields, meta))
+    }
+
+    /// The one-pass read of [`RunFields::parse_with_metadata`]; `None` when it cannot be done.
+    fn one_pass(json: &'a [u8]) -> Option<(Self, MetadataView<'a>)> {
+        let text = std::str::from_utf8(json).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = serde::de::DeserializeSeed::deserialize(OnePass { text }, &mut de).ok()?;
+        de.end().ok()?;
+        Some(read)
+    }
+
     /// The raw value of a field.
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<Raw<'a>> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
+
+    /// Sets `key` (at its first position, if repeated) and returns its slot.
+    fn set(&mut self, key: Cow<'a, str>, value: Raw<'a>) -> usize {
+        match self
+            .fields
+            .iter()
+            .position(|(existing, _)| *existing == key)
+        {
+            Some(slot) => {
+                self.fields[slot].1 = value;
+                slot
+            }
+            None => {
+                self.fields.push((key, value));
+                self.fields.len() - 1
+            }
+        }
+    }
+}
+
+/// The one-pass read of [`RunFields::parse_with_metadata`] over `text`, the whole run.
+struct OnePass<'a> {
+    text: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for OnePass<'de> {
+    type Value = (RunFields<'de>, MetadataView<'de>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OnePass<'de> {
+    type Value = (RunFields<'de>, MetadataView<'de>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a run object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let text = self.text;
+        let unlocated = || A::Error::custom("metadata's text could not be located");
+        let mut fields = RunFields {
+            fields: Vec::with_capacity(24),
+        };
+        let mut meta = MetadataView::default();
+        // `metadata`'s slot and where its value starts, until the next key shows where it ends.
+        let mut open: Option<(usize, usize)> = None;
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            if let Some((slot, start)) = open.take() {
+                // Between a value and the next key's opening quote: whitespace, one comma.
+                let quote = offset_in(text, &k).ok_or_else(unlocated)?.checked_sub(1);
+                let before = quote
+                    .and_then(|q| text.get(start..q))
+                    .ok_or_else(unlocated)?;
+                let value = before.trim_end().strip_suffix(',').ok_or_else(unlocated)?;
+                fields.fields[slot].1 = Raw(value.trim_end());
+            }
+            if k == "metadata" {
+                // After the key: its closing quote, whitespace, a colon, whitespace.
+                let after_key = offset_in(text, &k).ok_or_else(unlocated)? + k.len() + 1;
+                let rest = text.get(after_key..).ok_or_else(unlocated)?;
+                let value = rest.trim_start().strip_prefix(':').ok_or_else(unlocated)?;
+                let start = text.len() - value.trim_start().len();
+                meta = map
+                    .next_value::<Option<MetadataView<'de>>>()?
+                    .unwrap_or_default();
+                open = Some((fields.set(k, Raw("null")), start));
+            } else {
+                let v = map.next_value::<&'de RawValue>()?;
+                fields.set(k, Raw::from(v));
+            }
+        }
+        if let Some((slot, start)) = open {
+            // The last field: its value ends before the object's closing brace.
+            let body = text.trim_end().strip_suffix('}').ok_or_else(unlocated)?;
+            let value = body.get(start..).ok_or_else(unlocated)?;
+            fields.fields[slot].1 = Raw(value.trim_end());
+        }
+        Ok((fields, meta))
+    }
+}
+
+/// Where `part` starts in `text`, if it is a borrowed piece of it (a key without escapes).
+fn offset_in(text: &str, part: &str) -> Option<usize> {
+    let offset = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (offset + part.len() <= text.len()).then_some(offset)
 }
 
 /// A raw value as a string, if it is one: borrowed when it has no escapes (a raw value is
 /// valid JSON, so a string without a backslash is exactly the text between its quotes).
-pub fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    let text = raw.get();
+pub fn raw_str<'a>(raw: impl Into<Raw<'a>>) -> Option<Cow<'a, str>> {
+    let text = raw.into().get();
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Some(Cow::Borrowed(inner));
@@ -92,8 +230,8 @@ pub fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
 }
 
 /// A raw value as an integer, if it is one (integral floats included).
-pub fn raw_i64(raw: &RawValue) -> Option<i64> {
-    match serde_json::from_str::<serde_json::Number>(raw.get()).ok()? {
+pub fn raw_i64<'a>(raw: impl Into<Raw<'a>>) -> Option<i64> {
+    match serde_json::from_str::<serde_json::Number>(raw.into().get()).ok()? {
         n if n.is_i64() => n.as_i64(),
         n => n
             .as_f64()
@@ -103,21 +241,21 @@ pub fn raw_i64(raw: &RawValue) -> Option<i64> {
 }
 
 /// A raw value as a finite float, if it is a number.
-pub fn raw_f64(raw: &RawValue) -> Option<f64> {
-    serde_json::from_str::<serde_json::Number>(raw.get())
+pub fn raw_f64<'a>(raw: impl Into<Raw<'a>>) -> Option<f64> {
+    serde_json::from_str::<serde_json::Number>(raw.into().get())
         .ok()?
         .as_f64()
         .filter(|f| f.is_finite())
 }
 
 /// Whether a raw value is `null`.
-pub fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
+pub fn is_null<'a>(raw: impl Into<Raw<'a>>) -> bool {
+    raw.into().get() == "null"
 }
 
 /// The parts of `metadata` that span attributes derive from, read in one pass (a `node` or
 /// `usage` that is not an object makes the whole view empty).
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 pub struct MetadataView<'a> {
     /// `metadata.node`.
     #[serde(borrow, default)]
@@ -131,7 +269,7 @@ pub struct MetadataView<'a> {
 }
 
 /// The parts of `metadata.node` that span attributes derive from.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 pub struct NodeView<'a> {
     /// `tools`, `llms`, `agents`, ...
     #[serde(borrow, default)]
@@ -157,7 +295,7 @@ pub struct NodeView<'a> {
 }
 
 /// `metadata.usage`.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 pub struct UsageView<'a> {
     /// Input tokens.
     #[serde(borrow, default)]
@@ -186,8 +324,9 @@ pub struct UsageView<'a> {
 }
 
 /// Parses a view leniently: anything that does not fit gives the empty view.
-pub fn view<'a, T: Deserialize<'a> + Default>(raw: Option<&'a RawValue>) -> T {
-    raw.filter(|r| r.get().starts_with('{'))
+pub fn view<'a, T: Deserialize<'a> + Default>(raw: Option<impl Into<Raw<'a>>>) -> T {
+    raw.map(Into::into)
+        .filter(|r: &Raw<'a>| r.get().starts_with('{'))
         .and_then(|r| serde_json::from_str(r.get()).ok())
         .unwrap_or_default()
 }
@@ -225,14 +364,89 @@ mod tests {
             serde_json::from_str::<&RawValue>(r#"{"node":"not an object"}"#).unwrap(),
         ));
         assert!(odd.node.is_none());
-        let raw = |s: &str| serde_json::from_str::<&RawValue>(s).unwrap().to_owned();
-        assert_eq!(raw_i64(&raw("12")), Some(12));
-        assert_eq!(raw_i64(&raw("12.0")), Some(12));
-        assert_eq!(raw_i64(&raw("\"12\"")), None);
-        assert_eq!(raw_f64(&raw("1e-6")), Some(1e-6));
-        assert_eq!(raw_str(&raw(r#""plain""#)), Some(Cow::Borrowed("plain")));
-        assert_eq!(raw_str(&raw(r#""""#)), Some(Cow::Borrowed("")));
-        assert_eq!(raw_str(&raw(r#""a\"b\u00e9""#)).as_deref(), Some("a\"bé"));
-        assert_eq!(raw_str(&raw("12")), None);
+        let raw = |s: &'static str| serde_json::from_str::<&RawValue>(s).unwrap();
+        assert_eq!(raw_i64(raw("12")), Some(12));
+        assert_eq!(raw_i64(raw("12.0")), Some(12));
+        assert_eq!(raw_i64(raw("\"12\"")), None);
+        assert_eq!(raw_f64(raw("1e-6")), Some(1e-6));
+        assert_eq!(raw_str(raw(r#""plain""#)), Some(Cow::Borrowed("plain")));
+        assert_eq!(raw_str(raw(r#""""#)), Some(Cow::Borrowed("")));
+        assert_eq!(raw_str(raw(r#""a\"b\u00e9""#)).as_deref(), Some("a\"bé"));
+        assert_eq!(raw_str(raw("12")), None);
+    }
+
+    /// The one-pass read gives exactly the two-step read: the same fields (keys, order, exact
+    /// value text) and the same metadata view.
+    fn assert_one_pass_is_two_step(run: &str) {
+        let (fields, meta) = RunFields::parse_with_metadata(run.as_bytes()).unwrap();
+        let two = RunFields::parse(run.as_bytes()).unwrap();
+        assert_eq!(fields.fields, two.fields, "{run}");
+        let two_meta: MetadataView<'_> = view(two.get("metadata"));
+        assert_eq!(format!("{meta:?}"), format!("{two_meta:?}"), "{run}");
+    }
+
+    #[test]
+    fn metadata_is_read_once_with_the_same_result() {
+        let node = r#"{"node":{"group":"llms","model":"openai/gpt-4o","x":"}\",{"},"usage":{"prompt_tokens":3}}"#;
+        for run in [
+            format!(r#"{{"id":"a","metadata":{node},"tags":[]}}"#),
+            format!(r#"{{"id":"a","metadata":{node}}}"#),
+            format!("{{ \"id\" : \"a\" ,\n \"metadata\"\t:\r\n {node} \n , \"z\" : 1 }}  \n"),
+            format!(r#"{{"metadata":{node},"x\u0041":1}}"#),
+            format!(r#"{{"x\u0041":1,"metadata":{node}}}"#),
+            format!(r#"{{"meta\u0064ata":{node},"y":1}}"#),
+            format!(r#"{{"metadata":{{"a":1}},"id":"a","metadata":{node},"b":2}}"#),
+            format!(r#"{{"metadata":{node},"id":"a","metadata":null}}"#),
+            r#"{"metadata":null,"id":"a"}"#.to_owned(),
+            r#"{"metadata":"text","id":"a"}"#.to_owned(),
+            r#"{"metadata":[1,{"node":2}]}"#.to_owned(),
+            r#"{"metadata":{"node":"not an object","usage":{}},"id":"a"}"#.to_owned(),
+            r#"{"metadata":{"node":{"group":1,"group":2}},"id":"a"}"#.to_owned(),
+            r#"{"id":"a"}"#.to_owned(),
+            r#"{}"#.to_owned(),
+        ] {
+            assert_one_pass_is_two_step(&run);
+        }
+        for fixture in [
+            include_str!("../../tests/fixtures/workflow-success.json"),
+            include_str!("../../tests/fixtures/workflow-node-failure.json"),
+            include_str!("../../tests/fixtures/reused-handler-flush-4.json"),
+        ] {
+            let batch = crate::model::parse_batch(fixture.as_bytes()).unwrap();
+            for run in &batch.runs {
+                assert_one_pass_is_two_step(run.json);
+                assert!(
+                    RunFields::one_pass(run.json.as_bytes()).is_some(),
+                    "read once"
+                );
+            }
+        }
+        assert!(RunFields::parse_with_metadata(br#"{"metadata":{}"#).is_err());
+        assert!(RunFields::parse_with_metadata(b"[1]").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_equals_two_steps_on_generated_runs(
+            before in proptest::collection::vec(("[a-z\\\\\"]{0,4}", "[1-9][0-9]{0,2}"), 0..3),
+            after in proptest::collection::vec(("[a-z\\\\\"]{0,4}", "[1-9][0-9]{0,2}"), 0..3),
+            ws in "[ \t\r\n]{0,2}",
+            group in "[a-z\\\\\"{}, ]{0,6}",
+        ) {
+            let key = |k: &str| serde_json::to_string(k).unwrap();
+            let mut run = String::from("{");
+            for (k, v) in &before {
+                run += &format!("{ws}{}{ws}:{ws}{v}{ws},", key(k));
+            }
+            run += &format!(
+                "{ws}\"metadata\"{ws}:{ws}{{\"node\":{{\"group\":{}}},\"q\":[{ws}]}}{ws}",
+                key(&group)
+            );
+            for (k, v) in &after {
+                run += &format!(",{ws}{}{ws}:{ws}{v}", key(k));
+            }
+            run += "}";
+            assert_one_pass_is_two_step(&run);
+        }
     }
 }

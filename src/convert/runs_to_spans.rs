@@ -47,7 +47,7 @@ use serde_json::value::RawValue;
 use super::attr_sink::{Attr, AttrSink, kv};
 use super::ids;
 use super::run_fields::{
-    MetadataView, NodeView, RunFields, UsageView, is_null, raw_f64, raw_i64, raw_str, view,
+    MetadataView, NodeView, Raw, RunFields, UsageView, is_null, raw_f64, raw_i64, raw_str, view,
 };
 use super::time::{is_sdk_spelling, parse_ns};
 
@@ -162,8 +162,8 @@ pub(super) struct DynamiqRun<'a> {
 
 /// Reads a run; the error says why it cannot be converted.
 pub(super) fn read_run(run: &[u8]) -> Result<ReadRun<'_>, String> {
-    let fields = RunFields::parse(run).map_err(|e| format!("the run is not a JSON object: {e}"))?;
-    let meta: MetadataView<'_> = view(fields.get("metadata"));
+    let (fields, meta) = RunFields::parse_with_metadata(run)
+        .map_err(|e| format!("the run is not a JSON object: {e}"))?;
     if let Some(otel) = meta.otel
         && let Ok(envelope) = serde_json::from_str::<OtelEnvelope<'_>>(otel.get())
         && let Some(rs) = foreign_span(&fields, envelope)
@@ -330,7 +330,7 @@ pub(super) fn dynamiq_span<'a>(
         end: 0,
         failure: None,
     };
-    let mut extra: Vec<(&str, &RawValue)> = Vec::new();
+    let mut extra: Vec<(&str, Raw<'_>)> = Vec::new();
     attrs.push_strs(
         "dynamiq.run.keys",
         fields.fields.iter().map(|(k, _)| k.as_ref()),
@@ -340,7 +340,7 @@ pub(super) fn dynamiq_span<'a>(
     let mut end_time_attr = false;
     let mut run_type: Option<Cow<'_, str>> = None;
     let mut status: Option<Cow<'_, str>> = None;
-    let mut error: Option<&RawValue> = None;
+    let mut error: Option<Raw<'_>> = None;
     for (key, raw) in &fields.fields {
         let key = key.as_ref();
         let text = raw_str(raw);
@@ -438,7 +438,7 @@ pub(super) fn dynamiq_span<'a>(
             }
             ("error", _) => {
                 attrs.str("dynamiq.error", raw.get());
-                error = Some(raw);
+                error = Some(*raw);
                 true
             }
             ("executions", _) => {
@@ -456,7 +456,7 @@ pub(super) fn dynamiq_span<'a>(
             _ => false,
         };
         if !exact {
-            extra.push((key, raw));
+            extra.push((key, *raw));
         }
     }
     if !extra.is_empty() {
@@ -661,7 +661,7 @@ fn parts_message(out: &mut Vec<u8>, role: &str, content: &RawValue) {
 
 /// The opt-in message content of an LLM run: the prompt's messages as `gen_ai.input.messages`
 /// and the output's `content` as `gen_ai.output.messages`, in the GenAI parts schema.
-fn derive_messages(attrs: &mut impl AttrSink, node: &NodeView<'_>, output: Option<&RawValue>) {
+fn derive_messages(attrs: &mut impl AttrSink, node: &NodeView<'_>, output: Option<Raw<'_>>) {
     let prompt: PromptView<'_> = view(node.prompt);
     if let Some(messages) = prompt.messages.filter(|m| !m.is_empty()) {
         let mut out = b"[".to_vec();
