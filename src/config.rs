@@ -135,6 +135,9 @@ pub struct OtlpOutputConfig {
     /// (opt-in, as in the GenAI conventions; the exact input and output always travel in
     /// `input.value` / `output.value`).
     pub capture_message_content: bool,
+    /// A PEM file of CA certificates trusted for an `https://` endpoint, besides the system's
+    /// roots (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OtlpOutputConfig {
@@ -148,6 +151,7 @@ impl Default for OtlpOutputConfig {
             max_spans: 512,
             max_delay: Duration::from_millis(200),
             capture_message_content: false,
+            ca_file: None,
         }
     }
 }
@@ -160,6 +164,11 @@ pub const OTEL_TRACES_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 pub const OTEL_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `k=v,k2=v2`, URL-encoded.
 pub const OTEL_HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of CA certificates for the endpoint.
+pub const OTEL_CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`: the same, for traces only (wins over the above).
+pub const OTEL_TRACES_CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
 
 /// Applies the standard `OTEL_EXPORTER_OTLP_*` variables to an OTLP output that the file
 /// configured. They never enable the output by themselves (the application may set them for
@@ -215,6 +224,13 @@ fn apply_otel_env(
             otlp.headers.0.insert(k, v);
         }
         set.push(("outputs.otlp.headers".into(), OTEL_HEADERS_ENV.into()));
+    }
+    for name in [OTEL_TRACES_CERTIFICATE_ENV, OTEL_CERTIFICATE_ENV] {
+        if let Some(value) = get(name) {
+            otlp.ca_file = Some(PathBuf::from(value));
+            set.push(("outputs.otlp.ca_file".into(), name.into()));
+            break;
+        }
     }
     Ok(set)
 }
@@ -682,6 +698,10 @@ impl Config {
             }
             if otlp.timeout.is_zero() {
                 return Err(err("outputs.otlp.timeout", "must be greater than 0".into()));
+            }
+            if let Some(path) = &otlp.ca_file {
+                crate::outputs::otlp::read_ca_file(path)
+                    .map_err(|message| err("outputs.otlp.ca_file", message))?;
             }
             if otlp.service_name.trim().is_empty() {
                 return Err(err("outputs.otlp.service_name", "must not be empty".into()));
@@ -1187,6 +1207,30 @@ mod tests {
         let o = c.outputs.otlp.unwrap();
         assert_eq!(o.endpoint, "http://env:4317");
         assert_eq!(o.protocol, OtlpProtocol::Grpc);
+    }
+
+    #[test]
+    fn otlp_ca_file_must_hold_certificates_and_comes_from_otel_env_too() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+        let c = load(&format!("[outputs.otlp]\nca_file = {ca:?}\n"), &[]).unwrap();
+        assert_eq!(c.outputs.otlp.unwrap().ca_file, Some(PathBuf::from(ca)));
+
+        let e = load("[outputs.otlp]\n\nca_file = \"/nonexistent/ca.pem\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.ca_file");
+        assert!(e.message.contains("cannot read"), "{}", e.message);
+        let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let e = load(&format!("[outputs.otlp]\nca_file = {not_pem:?}\n"), &[]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.ca_file");
+        assert!(e.message.contains("no PEM certificate"), "{}", e.message);
+
+        let env = [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/general.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca),
+        ];
+        let c = load("[outputs.otlp]\n", &env).unwrap();
+        assert_eq!(c.outputs.otlp.unwrap().ca_file, Some(PathBuf::from(ca)));
+        let e = load("[outputs.otlp]\n", &env[..1]).unwrap_err();
+        assert_eq!(e.key, "outputs.otlp.ca_file");
     }
 
     #[test]

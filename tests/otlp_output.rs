@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::sidecar::free_port;
+use support::tls_proxy::{TlsProxy, tls_fixture};
 use support::{MockCollector, MockResponse, Sidecar, wait_until};
 
 const KEY: &str = "sk-otlp-output-test-key-5e27";
@@ -79,6 +80,74 @@ fn runs_are_exported_over_otlp_grpc_and_round_trip_exactly() {
     assert_round_trip(&a_collector, &b_collector);
     assert!(!a.logs().contains("header-secret-value"));
     assert!(!a.logs().contains(KEY));
+}
+
+/// Sidecar A exports to sidecar B through a TLS proxy whose certificate only the test CA
+/// vouches for; `configure` points A at it and says how A learns the CA.
+fn round_trip_over_tls(
+    grpc: bool,
+    configure: impl FnOnce(support::SidecarBuilder, &str, String) -> support::SidecarBuilder,
+) {
+    let b_collector = MockCollector::start();
+    let b = Sidecar::builder(&b_collector.url()).access_key(KEY).start();
+    let proxy = if grpc {
+        TlsProxy::start(b.grpc_addr(), &[b"h2"])
+    } else {
+        TlsProxy::start(b.http_addr(), &[b"http/1.1"])
+    };
+    let ca = tls_fixture("ca.pem").display().to_string();
+    let a_collector = MockCollector::start();
+    let a = configure(Sidecar::builder(&a_collector.url()), &ca, proxy.https_url())
+        .access_key(KEY)
+        .start();
+    assert_eq!(a.post_batch(&fixture()).status, 200);
+    assert_round_trip(&a_collector, &b_collector);
+}
+
+#[test]
+fn runs_are_exported_over_grpc_with_tls_trusting_a_private_ca_from_the_otel_variable() {
+    round_trip_over_tls(true, |a, ca, url| {
+        a.set("outputs.otlp.endpoint", url)
+            .set("outputs.otlp.protocol", "grpc")
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)
+    });
+}
+
+#[test]
+fn runs_are_exported_over_https_trusting_a_private_ca_from_ca_file() {
+    round_trip_over_tls(false, |a, ca, url| {
+        a.set("outputs.otlp.endpoint", url)
+            .set("outputs.otlp.ca_file", ca)
+    });
+}
+
+#[test]
+fn without_the_ca_a_tls_backend_is_retried_and_the_dynamiq_collector_is_unaffected() {
+    let b_collector = MockCollector::start();
+    let b = Sidecar::builder(&b_collector.url()).access_key(KEY).start();
+    let proxy = TlsProxy::start(b.grpc_addr(), &[b"h2"]);
+    let a_collector = MockCollector::start();
+    let a = Sidecar::builder(&a_collector.url())
+        .access_key(KEY)
+        .set("outputs.otlp.endpoint", proxy.https_url())
+        .set("outputs.otlp.protocol", "grpc")
+        .start();
+    assert_eq!(a.post_batch(&fixture()).status, 200);
+    wait_until("delivery to A's Dynamiq collector", WAIT, || {
+        a_collector.accepted_runs().len() >= posted_runs().len()
+    });
+    wait_until("a retried OTLP attempt", WAIT, || {
+        a.metrics().lines().any(|line| {
+            line.strip_prefix("dynamiq_sidecar_otlp_output_retries_total ")
+                .is_some_and(|n| n != "0")
+        })
+    });
+    assert!(b_collector.accepted_runs().is_empty());
+    let logs = a.logs().to_lowercase();
+    assert!(
+        logs.contains("certificate"),
+        "the outage line says why: {logs}"
+    );
 }
 
 #[test]

@@ -187,6 +187,7 @@ impl UpstreamClient {
             &endpoint,
             upstream.connect_timeout,
             upstream.request_timeout,
+            Vec::new(),
         )
         .map_err(ClientError::Build)?;
         Ok(Self {
@@ -262,11 +263,13 @@ impl UpstreamClient {
 }
 
 /// The pooled HTTP client the sidecar uses toward a backend (the collector, the OTLP output):
-/// rustls, keep-alive, these timeouts, no redirects, no proxy for a loopback `endpoint`.
+/// rustls, keep-alive, these timeouts, no redirects, no proxy for a loopback `endpoint`;
+/// `extra_roots` are trusted besides the system's roots.
 pub fn build_http_client(
     endpoint: &reqwest::Url,
     connect_timeout: Duration,
     request_timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
@@ -277,6 +280,9 @@ pub fn build_http_client(
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none());
+    if !extra_roots.is_empty() {
+        builder = builder.tls_certs_merge(extra_roots);
+    }
     if is_loopback(endpoint) {
         // A proxy from the environment never applies to a backend on this machine.
         builder = builder.no_proxy();

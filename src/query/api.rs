@@ -63,9 +63,13 @@ impl Passthrough {
         request_timeout: Duration,
     ) -> Result<Self, String> {
         let base = reqwest::Url::parse(base_url).map_err(|e| e.to_string())?;
-        let client =
-            crate::forward::client::build_http_client(&base, connect_timeout, request_timeout)
-                .map_err(|e| e.to_string())?;
+        let client = crate::forward::client::build_http_client(
+            &base,
+            connect_timeout,
+            request_timeout,
+            Vec::new(),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Self { base, client, key })
     }
 

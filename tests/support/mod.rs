@@ -3,6 +3,7 @@
 //! - [`collector::MockCollector`]: a scriptable stand-in for the Dynamiq collector.
 //! - [`sidecar::Sidecar`]: the real binary as a child process with a generated config.
 //! - [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs.
+//! - [`tls_proxy::TlsProxy`]: TLS in front of a loopback server, with a test CA.
 //! - [`python`]: the e2e venv with the real Dynamiq SDK and `scripts/e2e/sdk_workflows.py`.
 //!
 //! Each test binary uses a subset of these, hence `dead_code` and `unused_imports` are allowed here.
@@ -13,6 +14,7 @@ pub mod collector;
 pub mod http;
 pub mod python;
 pub mod sidecar;
+pub mod tls_proxy;
 
 pub use collector::{MockCollector, MockResponse, RecordedRequest};
 pub use sidecar::{Sidecar, SidecarBuilder};

@@ -1,6 +1,7 @@
 //! The connection to the OTLP backend: the `http/protobuf` URL and client with its headers, or
 //! the gRPC channel with its metadata. Both send the request as already-encoded protobuf bytes.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,6 +24,22 @@ pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> 
             .map_err(|e| OtlpOutputError::Config(format!("endpoint {endpoint:?}: {e}")));
     }
     Ok(url)
+}
+
+/// Reads `outputs.otlp.ca_file`: its PEM text, which must hold at least one certificate.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certificates = 0;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        certificate.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(pem)
 }
 
 pub(super) enum Client {
@@ -50,10 +67,19 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let ca = match &config.ca_file {
+            Some(path) => Some(read_ca_file(path).map_err(OtlpOutputError::Config)?),
+            None => None,
+        };
         match config.protocol {
             OtlpProtocol::HttpProtobuf => {
                 let url = http_traces_url(&config.endpoint)?;
-                let http = build_http_client(&url, CONNECT_TIMEOUT, config.timeout)
+                let extra_roots = match &ca {
+                    Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                        .map_err(|e| OtlpOutputError::Config(format!("ca_file: {e}")))?,
+                    None => Vec::new(),
+                };
+                let http = build_http_client(&url, CONNECT_TIMEOUT, config.timeout, extra_roots)
                     .map_err(|e| OtlpOutputError::Client(e.to_string()))?;
                 headers.insert(
                     header::CONTENT_TYPE,
@@ -65,16 +91,20 @@ impl Client {
                 let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
                     OtlpOutputError::Config(format!("endpoint {:?}: {e}", config.endpoint))
                 })?;
-                if url.scheme() == "https" {
-                    return Err(OtlpOutputError::Config(
-                        "gRPC over TLS (an https:// endpoint) is not available in this version; \
-                         use protocol = \"http/protobuf\" for an https endpoint"
-                            .into(),
-                    ));
-                }
                 let origin = url.origin().ascii_serialization();
-                let channel = tonic::transport::Endpoint::from_shared(origin.clone())
-                    .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?
+                let mut endpoint = tonic::transport::Endpoint::from_shared(origin.clone())
+                    .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?;
+                if url.scheme() == "https" {
+                    crate::forward::client::install_crypto_provider();
+                    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+                    if let Some(pem) = &ca {
+                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                    }
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| OtlpOutputError::Client(error_chain(&e)))?;
+                }
+                let channel = endpoint
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(config.timeout)
                     .tcp_keepalive(Some(Duration::from_secs(30)))

@@ -85,7 +85,7 @@ mod tests;
 
 pub use classify::{Verdict, classify_grpc, classify_http};
 use client::Client;
-pub use client::http_traces_url;
+pub use client::{http_traces_url, read_ca_file};
 pub use grpc_codec::{EXPORT_PATH, PreEncoded};
 pub use metrics::{DropReason, OtlpOutputMetrics, ReasonLabels};
 
