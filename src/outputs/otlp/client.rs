@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::classify::{Verdict, classify_grpc, classify_http};
 use super::grpc_codec::{EXPORT_PATH, PreEncoded};
@@ -40,6 +41,42 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
         return Err(format!("{}: holds no PEM certificate", path.display()));
     }
     Ok(pem)
+}
+
+/// The TLS connector of a gRPC channel to an `https://` endpoint: rustls with the platform's
+/// roots (as the HTTP client has) plus the `ca_file` certificates, HTTP/2 negotiated by ALPN.
+fn tls_connector(
+    ca: Option<&[u8]>,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, OtlpOutputError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let extra_roots = match ca {
+        Some(pem) => CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OtlpOutputError::Config(format!("ca_file: {e}")))?,
+        None => Vec::new(),
+    };
+    let tls_error = |e: rustls::Error| OtlpOutputError::Client(format!("TLS: {e}"));
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+            .map_err(tls_error)?;
+    // ALPN (h2) is set by the connector builder below.
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_keepalive(Some(Duration::from_secs(30)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(tcp))
 }
 
 pub(super) enum Client {
@@ -92,23 +129,16 @@ impl Client {
                     OtlpOutputError::Config(format!("endpoint {:?}: {e}", config.endpoint))
                 })?;
                 let origin = url.origin().ascii_serialization();
-                let mut endpoint = tonic::transport::Endpoint::from_shared(origin.clone())
-                    .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?;
-                if url.scheme() == "https" {
-                    crate::forward::client::install_crypto_provider();
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
-                    if let Some(pem) = &ca {
-                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                    }
-                    endpoint = endpoint
-                        .tls_config(tls)
-                        .map_err(|e| OtlpOutputError::Client(error_chain(&e)))?;
-                }
-                let channel = endpoint
+                let endpoint = tonic::transport::Endpoint::from_shared(origin.clone())
+                    .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(config.timeout)
-                    .tcp_keepalive(Some(Duration::from_secs(30)))
-                    .connect_lazy();
+                    .tcp_keepalive(Some(Duration::from_secs(30)));
+                let channel = if url.scheme() == "https" {
+                    endpoint.connect_with_connector_lazy(tls_connector(ca.as_deref())?)
+                } else {
+                    endpoint.connect_lazy()
+                };
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (name, value) in &headers {
                     let key =
