@@ -784,7 +784,7 @@ impl Config {
                 "retry_initial must be > 0 and retry_max >= retry_initial".into(),
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if crate::cli::parse_log_filter(&self.log.level).is_none() {
             return Err(err(
                 "log.level",
                 format!("not a valid filter: {:?}", self.log.level),

@@ -324,10 +324,20 @@ fn start_opts(
     snapshot: Option<PathBuf>,
 ) -> Harness {
     // Log lines show up in a failing test's output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("dynamiq_sidecar=debug")
-        .with_test_writer()
-        .try_init();
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let only_ours = tracing_subscriber::filter::Targets::new()
+            .with_target("dynamiq_sidecar", tracing::Level::DEBUG);
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(only_ours),
+            )
+            .try_init();
+    }
     let mut upstream = UpstreamConfig {
         url: url.to_string(),
         connect_timeout: Duration::from_secs(1),
