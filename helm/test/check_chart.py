@@ -330,6 +330,17 @@ def check_sidecar(case: str, objs: list[dict], kube: str, values: dict) -> None:
     assert kinds(objs) == sorted(["ConfigMap", "Deployment"] + (["Secret"] if values.get("accessKey", {}).get("value") else []))
 
 
+def assert_grpc_exposed(c: dict, values: dict, host_port: bool) -> None:
+    """OTLP/gRPC (4317) is declared on the container (and the node) unless ports.exposeGrpc is off."""
+    grpc = [p for p in c["ports"] if p["name"] == "grpc"]
+    if not values.get("ports", {}).get("exposeGrpc", True):
+        assert not grpc
+        return
+    assert grpc and grpc[0]["containerPort"] == values.get("ports", {}).get("grpc", 4317)
+    if host_port:
+        assert grpc[0].get("hostPort") == grpc[0]["containerPort"], "apps reach gRPC at status.hostIP"
+
+
 def check_daemonset(case: str, objs: list[dict], kube: str, values: dict) -> None:
     ds = one(objs, "DaemonSet")
     spec = pod_spec(ds)
@@ -341,6 +352,7 @@ def check_daemonset(case: str, objs: list[dict], kube: str, values: dict) -> Non
     assert http["containerPort"] == 4318
     if values.get("daemonset", {}).get("hostPort", True):
         assert http.get("hostPort") == 4318, "apps reach it at status.hostIP:4318"
+    assert_grpc_exposed(c, values, host_port=values.get("daemonset", {}).get("hostPort", True))
     buf = volume(spec, "dynamiq-sidecar-buffer")
     btype = values.get("daemonset", {}).get("buffer", {}).get("type", "hostPath")
     if btype == "hostPath":
@@ -390,6 +402,9 @@ def check_gateway(case: str, objs: list[dict], kube: str, values: dict) -> None:
     main = [s for s in services if s is not headless][0]
     assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
     assert main["spec"]["selector"] == labels and main["spec"]["ports"][0]["targetPort"] == "http"
+    assert_grpc_exposed(c, values, host_port=False)
+    if values.get("ports", {}).get("exposeGrpc", True):
+        assert "grpc" in [p["name"] for p in main["spec"]["ports"]], "OTLP/gRPC through the Service"
     auto = values.get("gateway", {}).get("autoscaling", {}).get("enabled", False)
     if auto:
         hpa = one(objs, "HorizontalPodAutoscaler")
