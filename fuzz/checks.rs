@@ -134,3 +134,33 @@ pub fn otlp_decode_invariants(data: &[u8]) {
         assert_eq!(batch.runs.len(), converted.runs.len());
     }
 }
+
+/// Run → span: reading a run never panics on any bytes, and the one-pass read (`metadata`
+/// deserialised into its view and its text located from the keys around it) gives exactly the
+/// two-step read's fields and view; conversion never panics, accounts for the run (one span or
+/// one failure), and its bytes decode as an OTLP request holding that span.
+pub fn run_to_span_invariants(data: &[u8]) {
+    use dynamiq_sidecar::convert::run_fields::{MetadataView, RunFields, view};
+    use dynamiq_sidecar::convert::{RunConvertOptions, runs_to_request_bytes};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let one = RunFields::parse_with_metadata(data);
+    let two = RunFields::parse(data);
+    assert_eq!(one.is_ok(), two.is_ok(), "both reads accept or refuse");
+    if let (Ok((fields, meta)), Ok(two)) = (one, two) {
+        assert_eq!(fields.fields, two.fields, "same fields, same exact text");
+        let two_meta: MetadataView<'_> = view(two.get("metadata"));
+        assert_eq!(format!("{meta:?}"), format!("{two_meta:?}"), "same view");
+    }
+    let encoded = runs_to_request_bytes([data], &RunConvertOptions::default());
+    assert_eq!(encoded.spans + encoded.failed.len() as u64, 1);
+    let request = ExportTraceServiceRequest::decode(encoded.bytes.as_slice())
+        .expect("the encoded request decodes");
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    assert_eq!(spans as u64, encoded.spans);
+}

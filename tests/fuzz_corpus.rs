@@ -56,3 +56,10 @@ fn the_segment_recovery_corpus_holds_its_invariants() {
 fn the_otlp_decode_corpus_holds_its_invariants() {
     replay("otlp_decode", checks::otlp_decode_invariants);
 }
+
+/// Scenario: every kept run → span input. Guarantees: no panic, the one-pass read equals the
+/// two-step read, every run is converted or reported.
+#[test]
+fn the_run_to_span_corpus_holds_its_invariants() {
+    replay("run_to_span", checks::run_to_span_invariants);
+}
