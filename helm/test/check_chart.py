@@ -236,6 +236,10 @@ def assert_common(objs: list[dict], workload: dict, mode: str, values: dict) -> 
     host = "0.0.0.0" if exposed else "127.0.0.1"
 
     assert c["args"] == ["run", "--config", "/etc/dynamiq-sidecar/dynamiq-sidecar.toml"], c["args"]
+    for extra in values.get("extraVolumes", []):
+        assert volume(spec, extra["name"]) == extra, "extraVolumes are added to the pod as given"
+    for extra in values.get("extraVolumeMounts", []):
+        assert mount_for(c, extra["name"]) == extra, "extraVolumeMounts are added to the container"
     cm_vol = volume(spec, "dynamiq-sidecar-config")
     assert cm_vol["configMap"]["name"] == one(objs, "ConfigMap")["metadata"]["name"]
     assert mount_for(c, "dynamiq-sidecar-config")["mountPath"] == "/etc/dynamiq-sidecar"

@@ -23,7 +23,8 @@ explicitly (e.g. under an alias).
                                      when it is a native sidecar)
 - dynamiq-sidecar.initContainers     that item when it is a native sidecar, else nothing
 - dynamiq-sidecar.containers         that item when it is a classic container, else nothing
-- dynamiq-sidecar.volumes            the volumes it mounts (config, key Secret, buffer emptyDir)
+- dynamiq-sidecar.volumes            the volumes it mounts (config, key Secret, buffer emptyDir,
+                                     extraVolumes)
 - dynamiq-sidecar.podAnnotations     checksum annotations (roll pods when the config changes)
 - dynamiq-sidecar.terminationGracePeriodSeconds   the sidecar's share of the grace period
 - dynamiq-sidecar.nativeSidecar      "true" or ""
@@ -362,6 +363,9 @@ failureThreshold: {{ $p.failureThreshold }}
       {{- if $pvc }}
       subPathExpr: $(NODE_NAME)
       {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- if $v.probes.startup.enabled }}
   startupProbe:
     {{- include "dynamiq-sidecar.probe" (list $c $v.probes.startup "/healthz") | nindent 4 }}
@@ -435,6 +439,9 @@ failureThreshold: {{ $p.failureThreshold }}
 {{- else if and (eq $v.mode "gateway") (not $v.gateway.persistence.enabled) }}
 - name: dynamiq-sidecar-buffer
   emptyDir: {}
+{{- end }}
+{{- with $v.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
