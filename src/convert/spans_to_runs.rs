@@ -13,6 +13,10 @@
 //!   exact times, status, attributes, events, links, dropped counts, resource, scope), so
 //!   span → run → span is near-exact.
 
+use std::collections::HashMap;
+use std::ops::Range;
+
+use foldhash::fast::RandomState as FastHash;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -20,20 +24,14 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
-use std::collections::HashMap;
-use std::ops::Range;
-
-use foldhash::fast::RandomState as FastHash;
-
 use super::ids;
 use super::semconv::{self, Known};
 use super::time::{as_written, write_ns};
-use crate::model::batch::RunStatus;
-
 use super::values::{
     ObjectWriter, as_bool, as_f64, as_i64, as_str, find, json_text, write_otlp_attributes,
     write_plain, write_str,
 };
+use crate::model::batch::RunStatus;
 
 /// Settings of the conversion.
 #[derive(Debug, Clone)]

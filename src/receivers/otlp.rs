@@ -111,12 +111,18 @@ pub async fn export(
     } = converted;
     let accepted_spans = records.len() as u64;
     if !records.is_empty() {
+        // Buffer payloads (`prefix ‖ run`) and, for the index, the runs: slices of the
+        // converter's buffers, no copies.
         let buffers: Vec<Bytes> = buffers.into_iter().map(Bytes::from).collect();
-        let (payloads, runs) = split_records(&buffers, &records, prefix_len);
-        let indexed = match &state.query {
-            Some(_) => index_entries(&buffers, &records, &runs),
+        let payloads: Vec<Bytes> = records
+            .iter()
+            .map(|record| buffers[record.buffer].slice(record.range.clone()))
+            .collect();
+        let runs: Vec<Bytes> = match &state.query {
+            Some(_) => payloads.iter().map(|p| p.slice(prefix_len..)).collect(),
             None => Vec::new(),
         };
+        let indexed = index_entries(&buffers, &records, &runs);
         super::traces::store(state, payloads, indexed).await?;
     }
     state.metrics.spans_accepted.inc_by(accepted_spans);
@@ -143,27 +149,10 @@ fn decode_and_convert(
     ))
 }
 
-/// The buffer payloads (`prefix ‖ run`) and the runs' JSON, as slices of the converter's
-/// buffers.
-fn split_records(
-    buffers: &[Bytes],
-    records: &[ConvertedRecord],
-    prefix_len: usize,
-) -> (Vec<Bytes>, Vec<Bytes>) {
-    records
-        .iter()
-        .map(|record| {
-            let buffer = &buffers[record.buffer];
-            let payload = buffer.slice(record.range.clone());
-            let run = buffer.slice(record.range.start + prefix_len..record.range.end);
-            (payload, run)
-        })
-        .unzip()
-}
-
-/// What the trace index gets of freshly converted runs: the fields the converter wrote (no
-/// parsing), else read from the JSON while it is in cache. A run without a string `id` and
-/// `trace_id` is left out; `seq` is the run's position in the append.
+/// What the trace index gets of freshly converted runs (`runs[i]` is `records[i]`'s JSON; none
+/// when the index is off): the fields the converter wrote (no parsing), else read from the JSON
+/// while it is in cache. A run without a string `id` and `trace_id` is left out; `seq` is the
+/// run's position in the append.
 fn index_entries<'a>(
     buffers: &'a [Bytes],
     records: &'a [ConvertedRecord],
