@@ -192,11 +192,16 @@ impl<'de> Visitor<'de> for OnePass<'de> {
                 let after_key = offset_in(text, &k).ok_or_else(unlocated)? + k.len() + 1;
                 let rest = text.get(after_key..).ok_or_else(unlocated)?;
                 let value = rest.trim_start().strip_prefix(':').ok_or_else(unlocated)?;
-                let start = text.len() - value.trim_start().len();
-                meta = map
-                    .next_value::<Option<MetadataView<'de>>>()?
-                    .unwrap_or_default();
-                open = Some((fields.set(k, Raw("null")), start));
+                let value = value.trim_start();
+                if value.starts_with('{') {
+                    meta = map.next_value::<MetadataView<'de>>()?;
+                    open = Some((fields.set(k, Raw("null")), text.len() - value.len()));
+                } else {
+                    // Not an object: no view (as [`view`] decides), the text captured as is.
+                    meta = MetadataView::default();
+                    let v = map.next_value::<&'de RawValue>()?;
+                    fields.set(k, Raw::from(v));
+                }
             } else {
                 let v = map.next_value::<&'de RawValue>()?;
                 fields.set(k, Raw::from(v));
@@ -400,6 +405,8 @@ mod tests {
             r#"{"metadata":null,"id":"a"}"#.to_owned(),
             r#"{"metadata":"text","id":"a"}"#.to_owned(),
             r#"{"metadata":[1,{"node":2}]}"#.to_owned(),
+            r#"{"metadata":[{",n1ode":2}]}"#.to_owned(),
+            r#"{"metadata":[{"group":"llms"}],"id":"a"}"#.to_owned(),
             r#"{"metadata":{"node":"not an object","usage":{}},"id":"a"}"#.to_owned(),
             r#"{"metadata":{"node":{"group":1,"group":2}},"id":"a"}"#.to_owned(),
             r#"{"id":"a"}"#.to_owned(),
