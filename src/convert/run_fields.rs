@@ -263,14 +263,44 @@ pub fn is_null<'a>(raw: impl Into<Raw<'a>>) -> bool {
 #[derive(Debug, Deserialize, Default)]
 pub struct MetadataView<'a> {
     /// `metadata.node`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object_only")]
     pub node: Option<NodeView<'a>>,
     /// `metadata.usage`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object_only")]
     pub usage: Option<UsageView<'a>>,
     /// `metadata.otel`: the envelope of a run made from a foreign span.
     #[serde(borrow, default)]
     pub otel: Option<&'a RawValue>,
+}
+
+/// A view read only from a JSON object (or `null`, for `None`): serde's derived structs also
+/// take an array, field by field in order, which would make `["llms", "openai/gpt-4o"]` a node
+/// with a group and a model.
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_option(Object(std::marker::PhantomData))
 }
 
 /// The parts of `metadata.node` that span attributes derive from.
@@ -369,6 +399,19 @@ mod tests {
             serde_json::from_str::<&RawValue>(r#"{"node":"not an object"}"#).unwrap(),
         ));
         assert!(odd.node.is_none());
+        for positional in [
+            r#"{"node":["llms","openai/gpt-4o"]}"#,
+            r#"{"usage":[3,4,7],"node":{"group":"llms"}}"#,
+        ] {
+            let odd: MetadataView<'_> =
+                view(Some(serde_json::from_str::<&RawValue>(positional).unwrap()));
+            assert!(odd.node.is_none() && odd.usage.is_none(), "{positional}");
+        }
+        let null: MetadataView<'_> = view(Some(
+            serde_json::from_str::<&RawValue>(r#"{"node":null,"usage":{"prompt_tokens":3}}"#)
+                .unwrap(),
+        ));
+        assert!(null.node.is_none() && null.usage.is_some());
         let raw = |s: &'static str| serde_json::from_str::<&RawValue>(s).unwrap();
         assert_eq!(raw_i64(raw("12")), Some(12));
         assert_eq!(raw_i64(raw("12.0")), Some(12));
