@@ -2,11 +2,14 @@
 //! the gRPC channel with its metadata. Both send the request as already-encoded protobuf bytes.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::classify::{Verdict, classify_grpc, classify_http};
 use super::grpc_codec::{EXPORT_PATH, PreEncoded};
@@ -27,36 +30,24 @@ pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> 
     Ok(url)
 }
 
-/// Reads `outputs.otlp.ca_file`: its PEM text, which must hold at least one certificate.
-pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
+/// Reads `outputs.otlp.ca_file`: the PEM certificates it holds (at least one).
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut certificates = 0;
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        certificate.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-        certificates += 1;
-    }
-    if certificates == 0 {
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certificates.is_empty() {
         return Err(format!("{}: holds no PEM certificate", path.display()));
     }
-    Ok(pem)
+    Ok(certificates)
 }
 
 /// The TLS connector of a gRPC channel to an `https://` endpoint: rustls with the platform's
-/// roots (as the HTTP client has) plus the `ca_file` certificates, HTTP/2 negotiated by ALPN.
+/// roots (as the HTTP client has) plus `extra_roots`, HTTP/2 negotiated by ALPN.
 fn tls_connector(
-    ca: Option<&[u8]>,
+    extra_roots: Vec<CertificateDer<'static>>,
 ) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, OtlpOutputError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let extra_roots = match ca {
-        Some(pem) => CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| OtlpOutputError::Config(format!("ca_file: {e}")))?,
-        None => Vec::new(),
-    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_error = |e: rustls::Error| OtlpOutputError::Client(format!("TLS: {e}"));
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
@@ -66,8 +57,9 @@ fn tls_connector(
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
+    // tonic's TCP settings apply to its own connector only; this one sets them itself.
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -104,18 +96,18 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let ca = match &config.ca_file {
-            Some(path) => Some(read_ca_file(path).map_err(OtlpOutputError::Config)?),
-            None => None,
+        let extra_roots = match &config.ca_file {
+            Some(path) => read_ca_file(path).map_err(OtlpOutputError::Config)?,
+            None => Vec::new(),
         };
         match config.protocol {
             OtlpProtocol::HttpProtobuf => {
                 let url = http_traces_url(&config.endpoint)?;
-                let extra_roots = match &ca {
-                    Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
-                        .map_err(|e| OtlpOutputError::Config(format!("ca_file: {e}")))?,
-                    None => Vec::new(),
-                };
+                let extra_roots = extra_roots
+                    .iter()
+                    .map(|der| reqwest::Certificate::from_der(der))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| OtlpOutputError::Config(format!("ca_file: {e}")))?;
                 let http = build_http_client(&url, CONNECT_TIMEOUT, config.timeout, extra_roots)
                     .map_err(|e| OtlpOutputError::Client(e.to_string()))?;
                 headers.insert(
@@ -135,7 +127,7 @@ impl Client {
                     .timeout(config.timeout)
                     .tcp_keepalive(Some(Duration::from_secs(30)));
                 let channel = if url.scheme() == "https" {
-                    endpoint.connect_with_connector_lazy(tls_connector(ca.as_deref())?)
+                    endpoint.connect_with_connector_lazy(tls_connector(extra_roots)?)
                 } else {
                     endpoint.connect_lazy()
                 };
