@@ -5,9 +5,9 @@
 //! exits with status 2; runtime failures exit with 1.
 
 use std::path::PathBuf;
-use tracing_subscriber::filter::Targets;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
 
 use crate::config::{Config, ConfigError, LogFormat};
 
