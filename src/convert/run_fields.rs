@@ -196,16 +196,13 @@ impl<'de> Visitor<'de> for OnePass<'de> {
                 if value.starts_with('{') {
                     meta = map.next_value::<MetadataView<'de>>()?;
                     open = Some((fields.set(k, Raw("null")), text.len() - value.len()));
-                } else {
-                    // Not an object: no view (as [`view`] decides), the text captured as is.
-                    meta = MetadataView::default();
-                    let v = map.next_value::<&'de RawValue>()?;
-                    fields.set(k, Raw::from(v));
+                    continue;
                 }
-            } else {
-                let v = map.next_value::<&'de RawValue>()?;
-                fields.set(k, Raw::from(v));
+                // Not an object: no view (as [`view`] decides), the text captured as is below.
+                meta = MetadataView::default();
             }
+            let v = map.next_value::<&'de RawValue>()?;
+            fields.set(k, Raw::from(v));
         }
         if let Some((slot, start)) = open {
             // The last field: its value ends before the object's closing brace.
