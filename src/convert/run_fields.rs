@@ -63,6 +63,9 @@ pub struct RunFields<'a> {
     /// `(key, value)` pairs; a repeated key appears once, at its first position, with its last
     /// value.
     pub fields: Vec<(Cow<'a, str>, Raw<'a>)>,
+    /// A bit per [`key_bit`] of the keys in `fields`: a key whose bit is clear is new, so
+    /// [`RunFields::set`] searches for a duplicate only when the bit is already set.
+    key_bits: u64,
 }
 
 impl<'de> Deserialize<'de> for RunFields<'de> {
@@ -74,9 +77,7 @@ impl<'de> Deserialize<'de> for RunFields<'de> {
                 f.write_str("a run object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = RunFields {
-                    fields: Vec::with_capacity(24),
-                };
+                let mut fields = RunFields::new();
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     fields.set(k, Raw::from(v));
                 }
@@ -123,6 +124,13 @@ impl<'a> RunFields<'a> {
         Some(read)
     }
 
+    fn new() -> Self {
+        RunFields {
+            fields: Vec::with_capacity(24),
+            key_bits: 0,
+        }
+    }
+
     /// The raw value of a field.
     pub fn get(&self, key: &str) -> Option<Raw<'a>> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
@@ -130,11 +138,16 @@ impl<'a> RunFields<'a> {
 
     /// Sets `key` (at its first position, if repeated) and returns its slot.
     fn set(&mut self, key: Cow<'a, str>, value: Raw<'a>) -> usize {
-        match self
-            .fields
-            .iter()
-            .position(|(existing, _)| *existing == key)
-        {
+        let bit = key_bit(&key);
+        let repeated = if self.key_bits & bit == 0 {
+            None
+        } else {
+            self.fields
+                .iter()
+                .position(|(existing, _)| *existing == key)
+        };
+        self.key_bits |= bit;
+        match repeated {
             Some(slot) => {
                 self.fields[slot].1 = value;
                 slot
@@ -145,6 +158,15 @@ impl<'a> RunFields<'a> {
             }
         }
     }
+}
+
+/// One of 64 bits chosen by a key's length, first and last bytes (a different bit for each
+/// key the SDK writes; `key_bits_of_sdk_keys_are_distinct` checks it).
+fn key_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let first = u64::from(bytes.first().copied().unwrap_or(0));
+    let last = u64::from(bytes.last().copied().unwrap_or(0));
+    1 << ((key.len() as u64 * 2 + first * 3 + last) % 64)
 }
 
 /// The one-pass read of [`RunFields::parse_with_metadata`] over `text`, the whole run.
@@ -171,9 +193,7 @@ impl<'de> Visitor<'de> for OnePass<'de> {
         use serde::de::Error;
         let text = self.text;
         let unlocated = || A::Error::custom("metadata's text could not be located");
-        let mut fields = RunFields {
-            fields: Vec::with_capacity(24),
-        };
+        let mut fields = RunFields::new();
         let mut meta = MetadataView::default();
         // `metadata`'s slot and where its value starts, until the next key shows where it ends.
         let mut open: Option<(usize, usize)> = None;
@@ -366,6 +386,30 @@ pub fn view<'a, T: Deserialize<'a> + Default>(raw: Option<impl Into<Raw<'a>>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_bits_of_sdk_keys_are_distinct() {
+        let keys = [
+            "id",
+            "name",
+            "type",
+            "trace_id",
+            "source_id",
+            "session_id",
+            "start_time",
+            "end_time",
+            "parent_run_id",
+            "status",
+            "input",
+            "output",
+            "metadata",
+            "error",
+            "executions",
+            "tags",
+        ];
+        let bits = keys.iter().fold(0u64, |acc, k| acc | key_bit(k));
+        assert_eq!(bits.count_ones() as usize, keys.len());
+    }
 
     #[test]
     fn fields_keep_order_raw_bytes_and_the_last_duplicate() {

@@ -29,40 +29,73 @@ pub fn as_written(ns: u64) -> u64 {
 
 /// Appends `"<format_ns(ns)>"` (a JSON string) without allocating.
 pub fn write_ns(out: &mut Vec<u8>, ns: u64) {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let year = u32::try_from(t.year()).unwrap_or(0);
-    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
-        for i in (0..width).rev() {
-            out.push(b'0' + ((n / 10u32.pow(i)) % 10) as u8);
-        }
-    };
-    out.push(b'"');
-    digits(out, year, 4);
-    out.push(b'-');
-    digits(out, u32::from(u8::from(t.month())), 2);
-    out.push(b'-');
-    digits(out, u32::from(t.day()), 2);
-    out.push(b'T');
-    digits(out, u32::from(t.hour()), 2);
-    out.push(b':');
-    digits(out, u32::from(t.minute()), 2);
-    out.push(b':');
-    digits(out, u32::from(t.second()), 2);
-    let micros = t.microsecond();
-    if micros != 0 {
-        out.push(b'.');
-        digits(out, micros, 6);
-    }
-    out.extend_from_slice(b"+00:00\"");
+    out.extend_from_slice(QuotedSpelling::of(ns).as_bytes());
 }
 
 /// Whether `text` is exactly how the SDK spells `ns` (what [`format_ns`] gives), without
-/// allocating a `String`.
+/// allocating.
 pub fn is_sdk_spelling(ns: u64, text: &str) -> bool {
-    let mut quoted = Vec::with_capacity(40);
-    write_ns(&mut quoted, ns);
+    let quoted = QuotedSpelling::of(ns);
+    let quoted = quoted.as_bytes();
     quoted.get(1..quoted.len() - 1) == Some(text.as_bytes())
+}
+
+/// `"<format_ns(ns)>"` written into a stack buffer: at most
+/// `"YYYY-MM-DDTHH:MM:SS.ffffff+00:00"`, 34 bytes.
+struct QuotedSpelling {
+    buf: [u8; 34],
+    len: usize,
+}
+
+impl QuotedSpelling {
+    fn of(ns: u64) -> Self {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut s = QuotedSpelling {
+            buf: [0; 34],
+            len: 0,
+        };
+        s.push(b'"');
+        s.digits(u32::try_from(t.year()).unwrap_or(0), 4);
+        s.push(b'-');
+        s.digits(u32::from(u8::from(t.month())), 2);
+        s.push(b'-');
+        s.digits(u32::from(t.day()), 2);
+        s.push(b'T');
+        s.digits(u32::from(t.hour()), 2);
+        s.push(b':');
+        s.digits(u32::from(t.minute()), 2);
+        s.push(b':');
+        s.digits(u32::from(t.second()), 2);
+        let micros = t.microsecond();
+        if micros != 0 {
+            s.push(b'.');
+            s.digits(micros, 6);
+        }
+        for &b in b"+00:00\"" {
+            s.push(b);
+        }
+        s
+    }
+
+    fn push(&mut self, b: u8) {
+        // Never out of bounds: the longest spelling is exactly the buffer's size.
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// `n`'s last `width` decimal digits, zero-padded.
+    fn digits(&mut self, n: u32, width: u32) {
+        for i in (0..width).rev() {
+            self.push(b'0' + ((n / 10u32.pow(i)) % 10) as u8);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Parses an RFC 3339 time (`Z` or an offset, any fraction) into nanoseconds since the epoch;
