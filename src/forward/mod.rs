@@ -150,21 +150,61 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// One read from a buffer consumer, shared by every delivery loop: it lingers up to
-/// `max_delay` for a batch to fill unless `drain` was cancelled. When drain begins during the
-/// read, a read lingering over records it already holds finishes within `max_delay`; one still
-/// waiting after that is waiting on an empty buffer, so it is abandoned (`Ok(None)`) and the
-/// caller's pending count decides. `Err(Stopped)` as soon as `stop` is cancelled.
-pub(crate) async fn read_or_abandon<S: BatchSource>(
+/// How a delivery loop reads the buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadLimits {
+    /// Most records per read.
+    pub max_records: usize,
+    /// Most payload bytes per read.
+    pub max_bytes: usize,
+    /// Longest a read lingers for a batch to fill (not while draining).
+    pub max_delay: Duration,
+    /// Pause after a failed read before the next one.
+    pub error_pause: Duration,
+}
+
+/// One read for a delivery loop, shared by the forwarder and the OTLP output (`consumer` names
+/// it in the log): `Some(records)` to deliver, `None` when there is nothing right now (an empty
+/// read, a read abandoned because drain began, or a read error, logged, after
+/// `error_pause`). `Err(Stopped)` as soon as `stop` is cancelled or the buffer is closed.
+pub(crate) async fn next_records<S: BatchSource>(
+    consumer: &'static str,
     source: &mut S,
-    (max_records, max_bytes): (usize, usize),
-    max_delay: Duration,
+    limits: ReadLimits,
+    drain: &CancellationToken,
+    stop: &CancellationToken,
+) -> Result<Option<Vec<Record>>, Stopped> {
+    match read_or_abandon(source, limits, drain, stop).await? {
+        None => Ok(None),
+        Some(Ok(records)) if records.is_empty() => Ok(None),
+        Some(Ok(records)) => Ok(Some(records)),
+        Some(Err(BufferError::Closed)) => Err(Stopped),
+        Some(Err(e)) => {
+            tracing::warn!(consumer, error = %e, "cannot read the buffer; retrying");
+            or_stop(stop, tokio::time::sleep(limits.error_pause)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// One buffer read that lingers up to `max_delay` for a batch to fill unless `drain` was
+/// cancelled. When drain begins during the read, a read lingering over records it already
+/// holds finishes within `max_delay`; one still waiting after that is waiting on an empty
+/// buffer, so it is abandoned (`Ok(None)`) and the caller's pending count decides.
+/// `Err(Stopped)` as soon as `stop` is cancelled.
+async fn read_or_abandon<S: BatchSource>(
+    source: &mut S,
+    limits: ReadLimits,
     drain: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<Option<Result<Vec<Record>, BufferError>>, Stopped> {
     let draining = drain.is_cancelled();
-    let linger = if draining { Duration::ZERO } else { max_delay };
-    let read = source.next_batch(max_records, max_bytes, linger);
+    let linger = if draining {
+        Duration::ZERO
+    } else {
+        limits.max_delay
+    };
+    let read = source.next_batch(limits.max_records, limits.max_bytes, linger);
     tokio::pin!(read);
     tokio::select! {
         biased;
@@ -175,7 +215,7 @@ pub(crate) async fn read_or_abandon<S: BatchSource>(
                 biased;
                 _ = stop.cancelled() => Err(Stopped),
                 r = &mut read => Ok(Some(r)),
-                _ = tokio::time::sleep(max_delay + DRAIN_READ_GRACE) => Ok(None),
+                _ = tokio::time::sleep(limits.max_delay + DRAIN_READ_GRACE) => Ok(None),
             }
         }
     }
@@ -380,41 +420,16 @@ impl<S: BatchSource> Forwarder<S> {
             if drain.is_cancelled() && self.source.pending_records() == 0 {
                 return Ok(());
             }
-            match self.read_batch(drain, stop).await? {
-                Some(records) if !records.is_empty() => self.deliver(records, stop).await?,
-                _ => {}
-            }
-        }
-    }
-
-    /// One buffer read. `None` when there is nothing to deliver right now (empty read, read
-    /// abandoned because drain began, or a logged read error).
-    async fn read_batch(
-        &mut self,
-        drain: &CancellationToken,
-        stop: &CancellationToken,
-    ) -> Result<Option<Vec<Record>>, Stopped> {
-        let Some(result) = read_or_abandon(
-            &mut self.source,
-            (self.forward.max_runs, self.forward.max_bytes),
-            self.forward.max_delay,
-            drain,
-            stop,
-        )
-        .await?
-        else {
-            return Ok(None);
-        };
-        match result {
-            Ok(records) => Ok(Some(records)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the buffer; retrying");
-                or_stop(
-                    stop,
-                    tokio::time::sleep(self.forward.retry_initial.min(LOCAL_ERROR_PAUSE)),
-                )
-                .await?;
-                Ok(None)
+            let limits = ReadLimits {
+                max_records: self.forward.max_runs,
+                max_bytes: self.forward.max_bytes,
+                max_delay: self.forward.max_delay,
+                error_pause: self.forward.retry_initial.min(LOCAL_ERROR_PAUSE),
+            };
+            if let Some(records) =
+                next_records("forwarder", &mut self.source, limits, drain, stop).await?
+            {
+                self.deliver(records, stop).await?;
             }
         }
     }

@@ -43,11 +43,11 @@ use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{BufferError, Reader, Record};
+use crate::buffer::{Reader, Record};
 use crate::config::OtlpOutputConfig;
 use crate::convert::{RunConvertOptions, runs_to_request_bytes};
 use crate::forward::retry::Backoff;
-use crate::forward::{BatchSource, Stopped, or_stop, read_or_abandon};
+use crate::forward::{BatchSource, ReadLimits, Stopped, next_records, or_stop};
 use crate::model::envelope;
 
 /// Name of the OTLP output's consumer cursor in the buffer.
@@ -168,7 +168,14 @@ impl<S: BatchSource> OtlpOutput<S> {
             if drain.is_cancelled() && self.source.pending_records() == 0 {
                 return Ok(());
             }
-            if let Some(records) = self.read_batch(drain, stop).await?
+            let limits = ReadLimits {
+                max_records: self.config.max_spans,
+                max_bytes: MAX_REQUEST_RUN_BYTES,
+                max_delay: self.config.max_delay,
+                error_pause: LOCAL_ERROR_PAUSE,
+            };
+            if let Some(records) =
+                next_records("otlp", &mut self.source, limits, drain, stop).await?
                 && let Some(last) = records.last().map(|r| r.seq)
             {
                 self.export(records, stop).await?;
@@ -176,33 +183,6 @@ impl<S: BatchSource> OtlpOutput<S> {
                     tracing::warn!(through_seq = last, error = %e, "cannot acknowledge exported runs in the buffer");
                 }
                 self.update_pending();
-            }
-        }
-    }
-
-    async fn read_batch(
-        &mut self,
-        drain: &CancellationToken,
-        stop: &CancellationToken,
-    ) -> Result<Option<Vec<Record>>, Stopped> {
-        let Some(result) = read_or_abandon(
-            &mut self.source,
-            (self.config.max_spans, MAX_REQUEST_RUN_BYTES),
-            self.config.max_delay,
-            drain,
-            stop,
-        )
-        .await?
-        else {
-            return Ok(None);
-        };
-        match result {
-            Ok(records) => Ok(Some(records)),
-            Err(BufferError::Closed) => Err(Stopped),
-            Err(e) => {
-                tracing::warn!(error = %e, "OTLP output cannot read the buffer; retrying");
-                or_stop(stop, tokio::time::sleep(LOCAL_ERROR_PAUSE)).await?;
-                Ok(None)
             }
         }
     }
