@@ -36,5 +36,32 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+/// The forwarder's per-run duplicate-suppression fingerprint (XXH3-128 of the run without the
+/// whitespace outside strings) over the fixture's runs, against XXH3-128 of the same bytes as
+/// they are (the floor: hashing without looking at the JSON), same run.
+fn fingerprint(c: &mut Criterion) {
+    use dynamiq_sidecar::forward::dedup;
+    let batch = parse_batch(FIXTURE).unwrap();
+    let runs: Vec<&[u8]> = batch.runs.iter().map(|r| r.json.as_bytes()).collect();
+    let bytes: usize = runs.iter().map(|r| r.len()).sum();
+    let mut group = c.benchmark_group("dedup_fingerprint_18kb_fixture");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("baseline_xxh3_128", |b| {
+        b.iter(|| {
+            runs.iter()
+                .map(|r| xxhash_rust::xxh3::xxh3_128(std::hint::black_box(r)))
+                .fold(0, |a, h| a ^ h)
+        })
+    });
+    group.bench_function("fingerprint", |b| {
+        b.iter(|| {
+            runs.iter()
+                .map(|r| dedup::fingerprint(std::hint::black_box(r), None))
+                .fold(0, |a, h| a ^ h)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, fingerprint);
 criterion_main!(benches);

@@ -47,6 +47,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
+use crate::model::json_scan::find_quote_or_backslash;
 use crate::state_file;
 use lru::LruCache;
 use xxhash_rust::xxh3::Xxh3;
@@ -99,35 +100,15 @@ pub fn fingerprint(run: &[u8], client_key: Option<&str>) -> Fingerprint {
     h.digest128()
 }
 
-/// Feeds `json` to `h` without the whitespace outside strings. Strings are skipped with `memchr`
-/// (only `"` and `\` matter inside them); bytes between whitespace go in as whole slices.
+/// Feeds `json` to `h` without the whitespace outside strings. Strings are skipped with
+/// [`find_quote_or_backslash`] (only `"` and `\` matter inside them); bytes between whitespace
+/// go in as whole slices.
 fn feed_without_whitespace(h: &mut Xxh3, json: &[u8]) {
     let mut start = 0;
     let mut i = 0;
-    while i < json.len() {
-        match json[i] {
-            b'"' => {
-                // Skip to the closing quote, honouring escapes.
-                let mut j = i + 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', &json[j.min(json.len())..]) {
-                        None => {
-                            j = json.len();
-                            break;
-                        }
-                        Some(off) => {
-                            let at = j + off;
-                            if json[at] == b'\\' {
-                                j = at + 2;
-                            } else {
-                                j = at + 1;
-                                break;
-                            }
-                        }
-                    }
-                }
-                i = j;
-            }
+    while let Some(&byte) = json.get(i) {
+        match byte {
+            b'"' => i = string_end(json, i + 1),
             b' ' | b'\t' | b'\n' | b'\r' => {
                 if start < i {
                     h.update(&json[start..i]);
@@ -140,6 +121,18 @@ fn feed_without_whitespace(h: &mut Xxh3, json: &[u8]) {
     }
     if start < json.len() {
         h.update(&json[start..]);
+    }
+}
+
+/// Index just past the `"` closing the string whose contents start at `i` (an escape skips
+/// the byte after its backslash); the end of `json` when the string is unterminated.
+fn string_end(json: &[u8], mut i: usize) -> usize {
+    loop {
+        match find_quote_or_backslash(json, i) {
+            None => return json.len(),
+            Some(at) if json[at] == b'\\' => i = at + 2,
+            Some(at) => return at + 1,
+        }
     }
 }
 
@@ -400,6 +393,46 @@ mod tests {
             &[0xff, 0xfe, b'"', 0x00],
         ] {
             let _ = fingerprint(junk, None);
+        }
+    }
+
+    /// The fingerprint's definition spelled out byte by byte: the key tag, then every byte but
+    /// space, tab, CR and LF outside strings (a backslash in a string escapes the next byte).
+    fn reference_fingerprint(run: &[u8]) -> Fingerprint {
+        let in_string = crate::model::json_scan::reference_in_string(run);
+        let mut kept = vec![0u8];
+        kept.extend(
+            run.iter()
+                .zip(in_string)
+                .filter(|&(&b, s)| s || !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                .map(|(&b, _)| b),
+        );
+        xxhash_rust::xxh3::xxh3_128(&kept)
+    }
+
+    #[test]
+    fn fingerprints_are_stable_across_versions() {
+        // Snapshots keep fingerprints across upgrades: the function must not change.
+        let run = br#"{"id": "a", "s": "x \" y\\", "n" : [1, 2]}"#;
+        assert_eq!(fingerprint(run, None), reference_fingerprint(run));
+        // Values computed by the previous implementation (before `json_scan`).
+        assert_eq!(
+            fingerprint(run, None),
+            0xac83_3355_ac37_abb0_6a97_09c6_5113_cc7d
+        );
+        assert_eq!(
+            fingerprint(run, Some("k")),
+            0xf25a_90c3_5357_a974_0f7e_8efe_9cc9_c40b
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fingerprint_is_its_byte_by_byte_definition(
+            run in proptest::collection::vec(proptest::sample::select(
+                b"{}[]:,\"\\ \t\n\rab1\xc3\xa9".to_vec()), 0..200),
+        ) {
+            proptest::prop_assert_eq!(fingerprint(&run, None), reference_fingerprint(&run));
         }
     }
 

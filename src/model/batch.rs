@@ -19,6 +19,8 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::json_scan::find_quote_or_backslash;
+
 /// Most per-field problems reported in one error (the rest are summarised).
 pub const MAX_DETAILS: usize = 50;
 
@@ -327,38 +329,20 @@ fn escape_unit(body: &[u8], at: usize) -> Option<u16> {
 }
 
 /// Index just past the `"` closing the string whose contents start at `i`; `Err(None)` when
-/// the string is unterminated, `Err(Some(at))` for a lone surrogate escape at `at`. Scans eight
-/// bytes at a time (SWAR): only `"` and `\` matter inside a string.
+/// the string is unterminated, `Err(Some(at))` for a lone surrogate escape at `at`.
 fn skip_string(body: &[u8], mut i: usize) -> Result<usize, Option<usize>> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    /// High bit set in each byte of `word` equal to `byte` (exact for the lowest match).
-    fn matches(word: u64, byte: u8) -> u64 {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    }
     loop {
-        while let Some(chunk) = body.get(i..i + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            let hits = matches(word, b'"') | matches(word, b'\\');
-            if hits == 0 {
-                i += 8;
-            } else {
-                i += (hits.trailing_zeros() / 8) as usize;
-                break;
-            }
+        i = find_quote_or_backslash(body, i).ok_or(None)?;
+        if body[i] == b'"' {
+            return Ok(i + 1);
         }
-        match body.get(i).ok_or(None)? {
-            b'"' => return Ok(i + 1),
-            b'\\' => match escape_unit(body, i) {
-                Some(0xD800..=0xDBFF) => match escape_unit(body, i + 6) {
-                    Some(0xDC00..=0xDFFF) => i += 12,
-                    _ => return Err(Some(i)),
-                },
-                Some(0xDC00..=0xDFFF) => return Err(Some(i)),
-                _ => i += 2,
+        match escape_unit(body, i) {
+            Some(0xD800..=0xDBFF) => match escape_unit(body, i + 6) {
+                Some(0xDC00..=0xDFFF) => i += 12,
+                _ => return Err(Some(i)),
             },
-            _ => i += 1,
+            Some(0xDC00..=0xDFFF) => return Err(Some(i)),
+            _ => i += 2,
         }
     }
 }
@@ -902,20 +886,10 @@ mod tests {
 
     /// The byte-at-a-time definition `check_depth` must agree with.
     fn reference_depth_ok(body: &[u8]) -> bool {
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        for &b in body {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-                continue;
-            }
+        let in_string = super::super::json_scan::reference_in_string(body);
+        let mut depth = 0usize;
+        for (&b, _) in body.iter().zip(in_string).filter(|(_, s)| !s) {
             match b {
-                b'"' => in_string = true,
                 b'[' | b'{' => {
                     depth += 1;
                     if depth > MAX_DEPTH {

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod envelope;
+pub mod json_scan;
 
 pub use batch::{
     JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError, classify_json_body,
