@@ -44,7 +44,6 @@
 //! caller, which logs them.
 
 use std::io;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use crate::model::json_scan::find_quote_or_backslash;
@@ -161,14 +160,19 @@ pub enum SnapshotError {
 /// one that never suppresses nor remembers.
 #[derive(Debug)]
 pub struct Dedup {
+    /// Grows as fingerprints arrive (`LruCache::new` would allocate, and touch, a table for
+    /// the whole capacity at start-up: 2 MiB, 128 KiB of it resident, for the default);
+    /// [`Dedup::record`] keeps it within `capacity`.
     lru: Option<LruCache<Fingerprint, ()>>,
+    capacity: usize,
 }
 
 impl Dedup {
     /// Empty memory for up to `capacity` fingerprints (0 = disabled).
     pub fn new(capacity: usize) -> Self {
         Self {
-            lru: NonZeroUsize::new(capacity).map(LruCache::new),
+            lru: (capacity > 0).then(LruCache::unbounded),
+            capacity,
         }
     }
 
@@ -197,7 +201,9 @@ impl Dedup {
         let Some(lru) = self.lru.as_mut() else {
             return false;
         };
-        matches!(lru.push(fp, ()), Some((old, ())) if old != fp)
+        let evicted = !lru.contains(&fp) && lru.len() >= self.capacity && lru.pop_lru().is_some();
+        lru.put(fp, ());
+        evicted
     }
 
     /// Encodes the memory as a snapshot for the collector whose URL hashes to `url_hash`.
