@@ -413,6 +413,12 @@ impl<S: BatchSource> Forwarder<S> {
         drain: &CancellationToken,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
+        let limits = ReadLimits {
+            max_records: self.forward.max_runs,
+            max_bytes: self.forward.max_bytes,
+            max_delay: self.forward.max_delay,
+            error_pause: self.forward.retry_initial.min(LOCAL_ERROR_PAUSE),
+        };
         loop {
             if stop.is_cancelled() {
                 return Err(Stopped);
@@ -420,12 +426,6 @@ impl<S: BatchSource> Forwarder<S> {
             if drain.is_cancelled() && self.source.pending_records() == 0 {
                 return Ok(());
             }
-            let limits = ReadLimits {
-                max_records: self.forward.max_runs,
-                max_bytes: self.forward.max_bytes,
-                max_delay: self.forward.max_delay,
-                error_pause: self.forward.retry_initial.min(LOCAL_ERROR_PAUSE),
-            };
             if let Some(records) =
                 next_records("forwarder", &mut self.source, limits, drain, stop).await?
             {

@@ -161,6 +161,12 @@ impl<S: BatchSource> OtlpOutput<S> {
         drain: &CancellationToken,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
+        let limits = ReadLimits {
+            max_records: self.config.max_spans,
+            max_bytes: MAX_REQUEST_RUN_BYTES,
+            max_delay: self.config.max_delay,
+            error_pause: LOCAL_ERROR_PAUSE,
+        };
         loop {
             if stop.is_cancelled() {
                 return Err(Stopped);
@@ -168,12 +174,6 @@ impl<S: BatchSource> OtlpOutput<S> {
             if drain.is_cancelled() && self.source.pending_records() == 0 {
                 return Ok(());
             }
-            let limits = ReadLimits {
-                max_records: self.config.max_spans,
-                max_bytes: MAX_REQUEST_RUN_BYTES,
-                max_delay: self.config.max_delay,
-                error_pause: LOCAL_ERROR_PAUSE,
-            };
             if let Some(records) =
                 next_records("otlp", &mut self.source, limits, drain, stop).await?
                 && let Some(last) = records.last().map(|r| r.seq)
