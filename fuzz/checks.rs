@@ -7,16 +7,32 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynamiq_sidecar::buffer::{self, Buffer};
 use dynamiq_sidecar::config::BufferConfig;
-use dynamiq_sidecar::model::{JsonBodyKind, classify_json_body, envelope, parse_batch};
+use dynamiq_sidecar::model::{
+    JsonBody, JsonBodyKind, classify_json_body, envelope, parse_batch, parse_json_body,
+};
 
-/// Parser: never panics; an accepted batch's runs are verbatim, in-order slices of the body,
-/// each a JSON object of text (no lone surrogate escapes; numbers of any size), and the body is
-/// classified as a Dynamiq batch.
+/// Parser: never panics; the receiver's one-pass `parse_json_body` agrees with
+/// `classify_json_body` followed by `parse_batch` (the same verdict, the same runs); an
+/// accepted batch's runs are verbatim, in-order slices of the body, each a JSON object of text
+/// (no lone surrogate escapes; numbers of any size).
 pub fn parse_batch_invariants(data: &[u8]) {
     let kind = classify_json_body(data);
-    if let Ok(batch) = parse_batch(data) {
+    let one_pass = parse_json_body(data);
+    let batch = parse_batch(data);
+    match (&one_pass, &kind) {
+        (Ok(JsonBody::OtlpJson), Ok(JsonBodyKind::OtlpJson)) => {}
+        (Ok(JsonBody::Runs(runs)), Ok(JsonBodyKind::DynamiqRuns)) => {
+            let batch = batch.as_ref().expect("parse_batch accepts it too");
+            let one: Vec<&str> = runs.runs.iter().map(|r| r.json).collect();
+            let other: Vec<&str> = batch.runs.iter().map(|r| r.json).collect();
+            assert_eq!(one, other);
+        }
+        (Err(_), Err(_)) => {}
+        (Err(_), Ok(JsonBodyKind::DynamiqRuns)) => assert!(batch.is_err()),
+        (one_pass, kind) => panic!("parse_json_body {one_pass:?} vs classify_json_body {kind:?}"),
+    }
+    if let Ok(batch) = batch {
         assert!(!batch.runs.is_empty());
-        assert_eq!(kind.ok(), Some(JsonBodyKind::DynamiqRuns));
         let body = std::str::from_utf8(data).expect("an accepted body is UTF-8");
         let mut from = 0;
         for run in &batch.runs {

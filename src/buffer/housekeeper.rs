@@ -3,6 +3,13 @@
 //! oldest-unacknowledged-age gauge. It runs on its own thread so `Reader::ack` never blocks on
 //! file I/O and the writer's group commits never wait for cursor fsyncs.
 //!
+//! Coalescing: acknowledgements move many times a second under load; the cursor files are
+//! written at most once per [`COALESCE`] (each write is a temp file, an fsync and a rename),
+//! except when a `flush` or `close` waits, which is served at once. An acknowledgement is thus
+//! persisted at most [`COALESCE`] after it was made (plus the write itself); a crash before that
+//! only means the consumer sees those records again (at-least-once). Readers wake the thread
+//! once per pending round, not once per acknowledgement (`Shared::wake_housekeeper`).
+//!
 //! Ordering: a segment is unlinked only after it left the published list (under the state lock),
 //! so no reader is positioned in it (every reader's position is past its consumer's
 //! acknowledgement, which is past the segment). Deleting only ever unlinks whole files, which
@@ -12,7 +19,7 @@ use std::fs::File;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -22,6 +29,8 @@ use super::state::Shared;
 
 /// How often the housekeeper wakes up without being asked.
 const TICK: Duration = Duration::from_secs(1);
+/// Shortest time between two rounds of cursor writes, unless a flush or a close waits.
+pub(crate) const COALESCE: Duration = Duration::from_millis(100);
 
 /// A request to the housekeeper.
 #[derive(Debug)]
@@ -37,29 +46,52 @@ pub(crate) enum HkMsg {
 /// The thread's body. Holds the directory lock until it returns.
 pub(crate) fn run(shared: Arc<Shared>, rx: mpsc::Receiver<HkMsg>, _lock: Arc<File>) {
     let mut stop = false;
+    let mut last_round = Instant::now();
     while !stop {
         let mut replies = Vec::new();
-        let mut handle = |msg: HkMsg, stop: &mut bool| match msg {
-            HkMsg::Wake => {}
-            HkMsg::Flush(reply) => replies.push(reply),
-            HkMsg::Shutdown(reply) => {
-                *stop = true;
-                replies.extend(reply);
-            }
-        };
         match rx.recv_timeout(TICK) {
-            Ok(msg) => handle(msg, &mut stop),
+            Ok(msg) => take(msg, &mut replies, &mut stop),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
         }
-        while let Ok(msg) = rx.try_recv() {
-            handle(msg, &mut stop);
+        // Coalesce: wait out the rest of `COALESCE` since the last round, unless someone
+        // waits for the outcome.
+        let due = last_round + COALESCE;
+        loop {
+            while let Ok(msg) = rx.try_recv() {
+                take(msg, &mut replies, &mut stop);
+            }
+            let now = Instant::now();
+            if stop || !replies.is_empty() || now >= due {
+                break;
+            }
+            match rx.recv_timeout(due - now) {
+                Ok(msg) => take(msg, &mut replies, &mut stop),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
+            }
         }
+        // Cleared before the state is read, so an acknowledgement made after this point
+        // wakes the thread again.
+        shared.housekeeping_requested.store(false, Ordering::SeqCst);
+        last_round = Instant::now();
         let persisted = persist_cursors(&shared);
         collect_garbage(&shared);
         shared.refresh_age();
         for reply in replies {
             let _ = reply.send(persisted.as_ref().map(|_| ()).map_err(clone_error));
+        }
+    }
+}
+
+/// Notes what `msg` asks of this round.
+fn take(msg: HkMsg, replies: &mut Vec<oneshot::Sender<io::Result<()>>>, stop: &mut bool) {
+    match msg {
+        HkMsg::Wake => {}
+        HkMsg::Flush(reply) => replies.push(reply),
+        HkMsg::Shutdown(reply) => {
+            *stop = true;
+            replies.extend(reply);
         }
     }
 }

@@ -172,6 +172,8 @@ pub(crate) mod testing {
         pub faults: Arc<Mutex<Faults>>,
         /// Number of file fsyncs performed (not counting directories).
         pub syncs: Arc<AtomicU64>,
+        /// Number of `write_synced` calls (cursor writes).
+        pub synced_writes: Arc<AtomicU64>,
     }
 
     impl FaultFs {
@@ -274,6 +276,7 @@ pub(crate) mod testing {
             }))
         }
         fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            self.synced_writes.fetch_add(1, Ordering::SeqCst);
             RealFs.write_synced(path, bytes)
         }
         fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -34,7 +34,8 @@
 //!   `fdatasync` per segment touched, whatever the number of appends (group commit). When the
 //!   previous group was larger than what is queued, the writer waits up to 200 µs for the
 //!   appenders it just answered to resubmit (never for a lone appender).
-//! - The **housekeeper thread** (`housekeeper.rs`) writes cursor files (coalesced, atomically:
+//! - The **housekeeper thread** (`housekeeper.rs`) writes cursor files (coalesced, at most one
+//!   round per 100 ms unless a flush waits; atomically:
 //!   temp file, fsync, rename, fsync directory) and deletes segments every consumer has
 //!   acknowledged. The active (last) segment is never deleted by anyone.
 //! - **Readers** (`reader.rs`) only read (on tokio's blocking pool) and move acknowledgements

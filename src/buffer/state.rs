@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub published: watch::Sender<u64>,
     /// Wakes the housekeeper (cursor persistence, deletion of acknowledged segments).
     pub housekeeper: mpsc::Sender<HkMsg>,
+    /// A `Wake` is on its way to the housekeeper and it has not started that round yet.
+    pub housekeeping_requested: AtomicBool,
     /// An append was refused because `max_bytes` was reached and nothing could be dropped
     /// (always the case under `block`). Cleared by a successful append or a deletion.
     pub full: AtomicBool,
@@ -176,6 +178,7 @@ impl Shared {
             state: Mutex::new(state),
             published,
             housekeeper,
+            housekeeping_requested: AtomicBool::new(false),
             full: AtomicBool::new(false),
             disk_trouble: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -197,8 +200,12 @@ impl Shared {
         self.published.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Asks the housekeeper to persist cursors and collect garbage.
+    /// Asks the housekeeper to persist cursors and collect garbage. A `Wake` is sent only
+    /// when none is pending (one wake-up per round, however many acknowledgements).
     pub fn wake_housekeeper(&self, msg: HkMsg) {
+        if matches!(msg, HkMsg::Wake) && self.housekeeping_requested.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let _ = self.housekeeper.send(msg);
     }
 

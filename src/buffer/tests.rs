@@ -397,6 +397,49 @@ async fn reading_resumes_after_the_cursor_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_acknowledgements_cost_few_cursor_writes_and_a_flush_is_served_at_once() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let fs = FaultFs::default();
+    let (b, _) = open_fs(&cfg, &["dynamiq"], &fs);
+    b.append(payloads(0..300, 10)).await.unwrap();
+    let mut r = b.reader("dynamiq");
+    let got = r.next_batch(300, usize::MAX, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 300);
+    let before = fs.synced_writes.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    for seq in (5..=300).step_by(5) {
+        r.ack(seq).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every acknowledgement moved the cursor (60 in ≥ 300 ms); the cursor is written about
+    // once per `COALESCE`, not once per acknowledgement.
+    let acked_in = started.elapsed();
+    let rounds = acked_in.as_millis() / housekeeper::COALESCE.as_millis() + 2;
+    let writes_after_burst = fs.synced_writes.load(Ordering::SeqCst) - before;
+    assert!(
+        u128::from(writes_after_burst) <= rounds,
+        "{writes_after_burst} cursor writes for 60 acknowledgements in {acked_in:?}"
+    );
+    // The last acknowledgement reaches the file within a round, without a flush...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cursor::read(&cfg.path, "dynamiq").unwrap() != Some(300) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cursor never persisted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and a flush persists a new one before it returns.
+    b.append(payloads(300..301, 10)).await.unwrap();
+    let got = r.next_batch(1, usize::MAX, Duration::ZERO).await.unwrap();
+    r.ack(got[0].seq).unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(cursor::read(&cfg.path, "dynamiq").unwrap(), Some(301));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cursor_restarts_the_consumer_from_the_oldest_record() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -148,11 +148,12 @@ impl ValidationError {
     }
 }
 
-/// The top level of a JSON body: which kind of body it is.
+/// The top level of a JSON body, read in one pass: which kind of body it is and, for a
+/// Dynamiq batch, its runs split into raw values.
 #[derive(Deserialize)]
 struct TopLevel<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    runs: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "runs_present")]
+    runs: Option<RunsField<'a>>,
     #[serde(
         rename = "resourceSpans",
         default,
@@ -167,6 +168,55 @@ struct TopLevel<'a> {
     resource_spans_snake: Option<()>,
 }
 
+/// The value of `runs`: split into raw runs when it is an array (their syntax checked, their
+/// bytes borrowed), otherwise skipped (still checked) and only remembered as "not an array".
+enum RunsField<'a> {
+    Array(Vec<&'a RawValue>),
+    NotArray,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RunsField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RunsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for RunsVisitor<'a> {
+            type Value = RunsField<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut runs = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(1024));
+                while let Some(run) = seq.next_element::<&'a RawValue>()? {
+                    runs.push(run);
+                }
+                Ok(RunsField::Array(runs))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RunsField::NotArray)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(RunsField::NotArray)
+            }
+        }
+        d.deserialize_any(RunsVisitor(std::marker::PhantomData))
+    }
+}
+
 /// What a JSON body posted to `/v1/traces` is, told by its top-level key (CONTRACT §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonBodyKind {
@@ -176,9 +226,31 @@ pub enum JsonBodyKind {
     OtlpJson,
 }
 
+/// A JSON body posted to `/v1/traces`, classified and, when it is a Dynamiq batch, validated.
+#[derive(Debug, Clone)]
+pub enum JsonBody<'a> {
+    /// A valid Dynamiq batch.
+    Runs(RunBatch<'a>),
+    /// OTLP/JSON (checked to be JSON; its content is the OTLP decoder's to judge).
+    OtlpJson,
+}
+
 /// Tells a Dynamiq body from an OTLP/JSON body, or explains why it is neither.
 pub fn classify_json_body(body: &[u8]) -> Result<JsonBodyKind, ValidationError> {
-    let top: TopLevel<'_> = parse_top(body)?;
+    kind_of_body(&parse_top(body)?)
+}
+
+/// Classifies a JSON body and validates it when it is a Dynamiq batch, reading it once (one
+/// depth scan, one parse): what the HTTP receiver calls for every JSON request.
+pub fn parse_json_body(body: &[u8]) -> Result<JsonBody<'_>, ValidationError> {
+    let top = parse_top(body)?;
+    match kind_of_body(&top)? {
+        JsonBodyKind::OtlpJson => Ok(JsonBody::OtlpJson),
+        JsonBodyKind::DynamiqRuns => validate_runs(top.runs).map(JsonBody::Runs),
+    }
+}
+
+fn kind_of_body(top: &TopLevel<'_>) -> Result<JsonBodyKind, ValidationError> {
     match (top.runs.is_some(), top.resource_spans.is_some()) {
         (true, false) => Ok(JsonBodyKind::DynamiqRuns),
         (false, true) => Ok(JsonBodyKind::OtlpJson),
@@ -194,6 +266,8 @@ pub fn classify_json_body(body: &[u8]) -> Result<JsonBodyKind, ValidationError> 
     }
 }
 
+/// The one pass: nesting depth and surrogates first (serde_json skips unread values without
+/// a depth limit), then the parse that checks the syntax of everything and splits `runs`.
 fn parse_top(body: &[u8]) -> Result<TopLevel<'_>, ValidationError> {
     check_depth(body)?;
     serde_json::from_slice(body).map_err(|e| {
@@ -207,14 +281,25 @@ fn parse_top(body: &[u8]) -> Result<TopLevel<'_>, ValidationError> {
     })
 }
 
-/// Parses and validates a Dynamiq batch.
+/// Parses and validates a Dynamiq batch (`{"runs": [...]}`; other top-level keys are
+/// ignored).
 pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
-    check_depth(body)?;
-    // Fast path: one scan splits the array into raw runs. On failure, a second look finds
-    // the precise reason for the message.
-    let items = match serde_json::from_slice::<RunsOnly<'_>>(body) {
-        Ok(top) => top.runs,
-        Err(_) => return Err(explain_bad_batch(body)),
+    let top = parse_top(body)?;
+    if top.runs.is_none() {
+        return Err(ValidationError::whole(
+            "body must be a JSON object with a `runs` array",
+        ));
+    }
+    validate_runs(top.runs)
+}
+
+/// Validates every run of `runs` (present: `None` is reported as "not an array").
+fn validate_runs(runs: Option<RunsField<'_>>) -> Result<RunBatch<'_>, ValidationError> {
+    let Some(RunsField::Array(items)) = runs else {
+        return Err(ValidationError {
+            message: "`runs` must be an array of run objects".into(),
+            details: BTreeMap::from([("runs".into(), "must be an array".into())]),
+        });
     };
     if items.is_empty() {
         return Err(ValidationError {
@@ -347,31 +432,6 @@ fn skip_string(body: &[u8], mut i: usize) -> Result<usize, Option<usize>> {
     }
 }
 
-/// The fast path's view of a Dynamiq body.
-#[derive(Deserialize)]
-struct RunsOnly<'a> {
-    #[serde(borrow)]
-    runs: Vec<&'a RawValue>,
-}
-
-/// Why a body did not parse as `{"runs": [...]}` (slow path, errors only).
-fn explain_bad_batch(body: &[u8]) -> ValidationError {
-    let top = match parse_top(body) {
-        Ok(top) => top,
-        Err(e) => return e,
-    };
-    let Some(runs) = top.runs else {
-        return ValidationError::whole("body must be a JSON object with a `runs` array");
-    };
-    match serde_json::from_str::<Vec<&RawValue>>(runs.get()) {
-        Ok(_) => ValidationError::whole("invalid JSON body"),
-        Err(_) => ValidationError {
-            message: "`runs` must be an array of run objects".into(),
-            details: BTreeMap::from([("runs".into(), "must be an array".into())]),
-        },
-    }
-}
-
 /// The required fields of a run, borrowed. `Some(raw)` even for `null`, `None` when absent.
 #[derive(Default)]
 pub(crate) struct RunFields<'a> {
@@ -467,8 +527,11 @@ pub(crate) fn read_fields(json: &[u8]) -> Result<RunFields<'_>, serde_json::Erro
     }
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+/// `Some` whenever the key is there (`null` included: it is "not an array", not absent).
+fn runs_present<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<RunsField<'a>>, D::Error> {
+    RunsField::deserialize(d).map(Some)
 }
 
 fn ignored_present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
@@ -918,6 +981,50 @@ mod tests {
         let e = parse_batch(format!(r#"{{"runs":[{runs}]}}"#).as_bytes()).unwrap_err();
         assert_eq!(e.details.len(), MAX_DETAILS);
         assert!(e.message.contains("more not listed"), "{}", e.message);
+    }
+
+    #[test]
+    fn one_pass_classifies_and_validates_a_json_body() {
+        let JsonBody::Runs(batch) = parse_json_body(SUCCESS.as_bytes()).unwrap() else {
+            panic!("the SDK fixture is a Dynamiq batch");
+        };
+        let separately = parse_batch(SUCCESS.as_bytes()).unwrap();
+        assert_eq!(batch.runs.len(), separately.runs.len());
+        for (a, b) in batch.runs.iter().zip(&separately.runs) {
+            assert_eq!((a.json, &a.id), (b.json, &b.id));
+        }
+        assert!(matches!(
+            parse_json_body(br#"{"resourceSpans":[{"x":[1,{"y":null}]}]}"#).unwrap(),
+            JsonBody::OtlpJson
+        ));
+        for not_array in [
+            "null",
+            "\"x\"",
+            "5",
+            "-1.5e3",
+            "true",
+            r#"{"a":[1,{"b":2}]}"#,
+        ] {
+            let body = format!(r#"{{"x":1,"runs":{not_array},"y":[2]}}"#);
+            let e = parse_json_body(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                e.details.get("runs").map(String::as_str),
+                Some("must be an array"),
+                "{not_array}: {e:?}"
+            );
+            assert_eq!(details(&body)["runs"], "must be an array", "{not_array}");
+        }
+        let both = parse_json_body(br#"{"runs":[],"resourceSpans":[]}"#).unwrap_err();
+        assert!(both.message.contains("both"), "{}", both.message);
+        let e = parse_json_body(br#"{"runs":[{"id":1}"#).unwrap_err();
+        assert!(e.message.contains("invalid JSON"), "{}", e.message);
+        let e = parse_json_body(br#"{"runs":{"a":[}}"#).unwrap_err();
+        assert!(e.message.contains("invalid JSON"), "{}", e.message);
+        let e = parse_json_body(br#"{"runs":[1],"runs":[2]}"#).unwrap_err();
+        assert!(e.message.contains("`runs`"), "{}", e.message);
+        // `parse_batch` reads only `runs`.
+        let with_spans = format!(r#"{{"resourceSpans":[],"runs":[{}]}}"#, run(""));
+        assert_eq!(parse_batch(with_spans.as_bytes()).unwrap().runs.len(), 1);
     }
 
     #[test]

@@ -10,6 +10,6 @@ pub mod envelope;
 pub mod json_scan;
 
 pub use batch::{
-    JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError, classify_json_body,
-    parse_batch,
+    JsonBody, JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError,
+    classify_json_body, parse_batch, parse_json_body,
 };

@@ -19,7 +19,7 @@ use super::otlp::{self, OtlpEncoding};
 use crate::admin::readiness::Latch;
 use crate::buffer::AppendError;
 use crate::config::AuthMode;
-use crate::model::{self, JsonBodyKind, envelope};
+use crate::model::{self, JsonBody, RunBatch, envelope};
 use crate::query::NewRun;
 
 /// What the body is, from its `Content-Type`.
@@ -124,12 +124,12 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
     };
     let otlp_encoding = match media {
         MediaType::Protobuf => OtlpEncoding::Protobuf,
-        MediaType::Json => match model::classify_json_body(&decoded) {
-            Ok(JsonBodyKind::DynamiqRuns) => {
-                let result = ingest_runs(state, &parts.headers, &decoded).await;
+        MediaType::Json => match model::parse_json_body(&decoded) {
+            Ok(JsonBody::Runs(batch)) => {
+                let result = ingest_runs(state, &parts.headers, batch).await;
                 return ("dynamiq", result.map(Ack::Runs));
             }
-            Ok(JsonBodyKind::OtlpJson) => OtlpEncoding::Json,
+            Ok(JsonBody::OtlpJson) => OtlpEncoding::Json,
             Err(e) => return ("unknown", Err(e.into())),
         },
     };
@@ -167,13 +167,12 @@ pub fn client_key<'h>(
     }
 }
 
-/// Validates a Dynamiq batch and appends it to the buffer; returns the number of runs.
+/// Appends a validated Dynamiq batch to the buffer; returns the number of runs.
 async fn ingest_runs(
     state: &IngestState,
     headers: &HeaderMap,
-    body: &[u8],
+    batch: RunBatch<'_>,
 ) -> Result<usize, ApiError> {
-    let batch = model::parse_batch(body)?;
     let client_key = client_key(state, headers)?;
     let payloads: Vec<Bytes> = batch
         .runs
