@@ -36,8 +36,8 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-/// The forwarder's per-run duplicate-suppression fingerprint (XXH3-128 of the run without the
-/// whitespace outside strings) over the fixture's runs, against XXH3-128 of the same bytes as
+/// The forwarder's per-run duplicate-suppression fingerprint (XXH3-128 of the client-key tag and
+/// the run's bytes) over the fixture's runs, against XXH3-128 of the same bytes as
 /// they are (the floor: hashing without looking at the JSON), same run.
 fn fingerprint(c: &mut Criterion) {
     use dynamiq_sidecar::forward::dedup;

@@ -23,7 +23,7 @@
 //!   dead-lettering, clear the readiness latch, and retry every `forward.auth_hold_retry` or as
 //!   soon as the key changes.
 //! - Duplicates ([`dedup`]): a Dynamiq run (not one converted from an OTLP span) whose content
-//!   (whitespace-insensitive, with its client key) the collector already accepted with 2xx, or
+//!   (its bytes, with its client key) the collector already accepted with 2xx, or
 //!   that repeats an earlier run of the same buffer batch, is acknowledged without being sent
 //!   again; a changed run is sent. Suppression never acknowledges a run no copy of which was
 //!   accepted or is ahead of it in the batch, so it never loses one. The memory is bounded

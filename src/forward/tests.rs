@@ -1023,10 +1023,9 @@ async fn a_run_already_delivered_is_acked_without_being_sent_and_a_changed_one_i
     h.buffer.push(r#"{"id":"a","status":null}"#, None);
     h.buffer.push(r#"{"id":"b"}"#, None);
     wait_until("first flush acked", || h.buffer.acked() == 2).await;
-    // The SDK's next flush: the same runs again (whitespace differs), one of them finished now,
+    // The SDK's next flush: the same runs again (the same bytes), one of them finished now,
     // plus a new one.
-    h.buffer
-        .push("{ \"id\" : \"a\",\n \"status\" : null }", None);
+    h.buffer.push(r#"{"id":"a","status":null}"#, None);
     h.buffer.push(r#"{"id":"b","status":"succeeded"}"#, None);
     h.buffer.push(r#"{"id":"c"}"#, None);
     wait_until("second flush acked", || h.buffer.acked() == 5).await;
@@ -1036,7 +1035,11 @@ async fn a_run_already_delivered_is_acked_without_being_sent_and_a_changed_one_i
     h.buffer.push(r#"{"id":"b","status":"succeeded"}"#, None);
     wait_until("third flush acked", || h.buffer.acked() == 7).await;
     assert_eq!(m.requests().len(), requests_before, "nothing new to send");
-    assert_eq!(sent_ids(&m), ["a", "b", "b", "c"]);
+    // A copy formatted differently is not recognised: it is sent again, never lost.
+    h.buffer
+        .push("{ \"id\" : \"a\",\n \"status\" : null }", None);
+    wait_until("re-formatted copy acked", || h.buffer.acked() == 8).await;
+    assert_eq!(sent_ids(&m), ["a", "b", "b", "c", "a"]);
     let h = h.stop().await;
     assert_eq!(
         metric(&h, "dynamiq_sidecar_forward_dedup_suppressed_runs_total"),
@@ -1044,7 +1047,7 @@ async fn a_run_already_delivered_is_acked_without_being_sent_and_a_changed_one_i
     );
     // Each suppressed run counts its bytes plus the comma it would have cost.
     let saved: usize = [
-        "{ \"id\" : \"a\",\n \"status\" : null }",
+        r#"{"id":"a","status":null}"#,
         r#"{"id":"a","status":null}"#,
         r#"{"id":"b","status":"succeeded"}"#,
     ]
@@ -1056,7 +1059,7 @@ async fn a_run_already_delivered_is_acked_without_being_sent_and_a_changed_one_i
         metric(&h, "dynamiq_sidecar_forward_dedup_saved_bytes_total"),
         saved
     );
-    assert_eq!(metric(&h, "dynamiq_sidecar_forward_runs_total"), 4);
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_runs_total"), 5);
 }
 
 #[tokio::test]

@@ -1,6 +1,5 @@
-//! Byte-level JSON scanning shared by the passes that must find where strings end without
-//! parsing: the batch validator's depth guard ([`super::batch`]) and the forwarder's
-//! duplicate-suppression fingerprint (`forward::dedup`).
+//! Byte-level JSON scanning for the passes that must find where strings end without parsing:
+//! the batch validator's depth guard ([`super::batch`]).
 //!
 //! Guarantees: total on any bytes (no panics, no out-of-bounds reads); answers only about the
 //! bytes `"` and `\`, which are ASCII and so never part of a multi-byte UTF-8 sequence.
