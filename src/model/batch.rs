@@ -550,12 +550,17 @@ fn kind_of(raw: &RawValue) -> &'static str {
     }
 }
 
-/// Reads a JSON string value, borrowing when it has no escapes.
+/// Reads a JSON string value, borrowing when it has no escapes. `raw` was checked by the
+/// parser (a string holds no raw control character and ends with an unescaped quote), so
+/// without a backslash its text between the quotes is the value. (`Cow<str>`'s own
+/// `Deserialize` always allocates.)
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if !raw.get().starts_with('"') {
-        return None;
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 type Problems = Vec<(&'static str, String)>;
@@ -981,6 +986,23 @@ mod tests {
         let e = parse_batch(format!(r#"{{"runs":[{runs}]}}"#).as_bytes()).unwrap_err();
         assert_eq!(e.details.len(), MAX_DETAILS);
         assert!(e.message.contains("more not listed"), "{}", e.message);
+    }
+
+    #[test]
+    fn string_fields_are_borrowed_unless_escaped() {
+        let raw = |json: &'static str| -> &'static RawValue {
+            serde_json::from_str::<&RawValue>(json).unwrap()
+        };
+        assert!(matches!(as_str(raw(r#""abc""#)), Some(Cow::Borrowed("abc"))));
+        assert!(matches!(as_str(raw(r#""""#)), Some(Cow::Borrowed(""))));
+        assert!(matches!(as_str(raw(r#""é€😀""#)), Some(Cow::Borrowed("é€😀"))));
+        let escaped = as_str(raw(r#""a\"b\u00e9\n""#)).unwrap();
+        assert!(matches!(escaped, Cow::Owned(_)));
+        assert_eq!(escaped, "a\"bé\n");
+        assert_eq!(as_str(raw("12")), None);
+        assert_eq!(as_str(raw("null")), None);
+        let batch = parse_batch(SUCCESS.as_bytes()).unwrap();
+        assert!(batch.runs.iter().all(|r| matches!(r.id, Cow::Borrowed(_))));
     }
 
     #[test]
