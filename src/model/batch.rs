@@ -993,9 +993,15 @@ mod tests {
         let raw = |json: &'static str| -> &'static RawValue {
             serde_json::from_str::<&RawValue>(json).unwrap()
         };
-        assert!(matches!(as_str(raw(r#""abc""#)), Some(Cow::Borrowed("abc"))));
+        assert!(matches!(
+            as_str(raw(r#""abc""#)),
+            Some(Cow::Borrowed("abc"))
+        ));
         assert!(matches!(as_str(raw(r#""""#)), Some(Cow::Borrowed(""))));
-        assert!(matches!(as_str(raw(r#""é€😀""#)), Some(Cow::Borrowed("é€😀"))));
+        assert!(matches!(
+            as_str(raw(r#""é€😀""#)),
+            Some(Cow::Borrowed("é€😀"))
+        ));
         let escaped = as_str(raw(r#""a\"b\u00e9\n""#)).unwrap();
         assert!(matches!(escaped, Cow::Owned(_)));
         assert_eq!(escaped, "a\"bé\n");
