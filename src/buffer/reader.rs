@@ -2,7 +2,9 @@
 //! position separate from the persisted acknowledgement.
 //!
 //! File reads run on tokio's blocking pool (`spawn_blocking`); waiting for new records uses a
-//! `watch` channel the writer bumps after each publish (no polling). `next_batch` is cancel-safe:
+//! `watch` channel the writer bumps after each publish (no polling). While a batch lingers for
+//! more, a publish triggers a read only when enough is published to fill the batch, else the
+//! read waits for the deadline: a few reads per batch, not one per publish. `next_batch` is cancel-safe:
 //! the read position only moves when a batch is returned.
 //!
 //! Records found corrupt at read time are skipped, counted and copied aside (once per region,
@@ -123,6 +125,7 @@ impl Reader {
         let mut pos = self.pos;
         let mut gaps = Vec::new();
         let mut deadline: Option<Instant> = None;
+        let mut last_round = false;
         loop {
             if self.shared.closed.load(Ordering::Relaxed) {
                 if batch.is_empty() {
@@ -169,12 +172,37 @@ impl Reader {
                 let _ = self.updates.changed().await;
                 continue;
             }
+            if last_round {
+                break;
+            }
+            // Linger: wait for publishes without reading each one (a read is a trip to the
+            // blocking pool); read again once enough is published to fill the batch, or at
+            // the deadline if anything was published meanwhile.
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + linger);
-            if Instant::now() >= deadline
-                || tokio::time::timeout_at(deadline, self.updates.changed())
-                    .await
-                    .is_err()
-            {
+            let wanted = (max_records - batch.len(), max_bytes.saturating_sub(bytes));
+            let mut published = false;
+            loop {
+                match tokio::time::timeout_at(deadline, self.updates.changed()).await {
+                    Ok(Ok(())) => {
+                        published = true;
+                        if self.shared.closed.load(Ordering::Relaxed)
+                            || self.enough_published(pos, wanted)
+                        {
+                            break;
+                        }
+                    }
+                    // The sender is gone: the outer loop sees the buffer closed.
+                    Ok(Err(_)) => {
+                        published = true;
+                        break;
+                    }
+                    Err(_) => {
+                        last_round = true;
+                        break;
+                    }
+                }
+            }
+            if !published {
                 break;
             }
         }
@@ -187,6 +215,32 @@ impl Reader {
         // `drop_oldest` deleted it (the full-disk case). Reopening costs one open() per batch.
         self.file = None;
         Ok(batch)
+    }
+
+    /// Whether what is published past `pos` can fill `(records, bytes)`: an upper bound
+    /// (sequence numbers may have gaps, segment bytes include headers), so a read it triggers
+    /// may still come back short, never the reverse.
+    fn enough_published(&self, pos: Position, (records, bytes): (usize, usize)) -> bool {
+        let st = self.shared.lock();
+        let new_records = st.last_seq.saturating_sub(pos.after_seq);
+        if new_records >= records as u64 {
+            return true;
+        }
+        let new_bytes: u64 = match pos.seg {
+            Some(seg) => st
+                .segments
+                .range(seg..)
+                .map(|(&id, m)| {
+                    if id == seg {
+                        m.len.saturating_sub(pos.offset)
+                    } else {
+                        m.len
+                    }
+                })
+                .sum(),
+            None => st.total_bytes,
+        };
+        new_bytes >= bytes as u64
     }
 
     fn push_gap(&mut self, (from, to): (u64, u64)) {
