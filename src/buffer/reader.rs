@@ -4,8 +4,8 @@
 //! File reads run on tokio's blocking pool (`spawn_blocking`); waiting for new records uses a
 //! `watch` channel the writer bumps after each publish (no polling). While a batch lingers for
 //! more, a publish triggers a read only when enough is published to fill the batch, else the
-//! read waits for the deadline: a few reads per batch, not one per publish. `next_batch` is cancel-safe:
-//! the read position only moves when a batch is returned.
+//! read waits for the deadline: a few reads per batch, not one per publish. `next_batch` is
+//! cancel-safe: the read position only moves when a batch is returned.
 //!
 //! Records found corrupt at read time are skipped, counted and copied aside (once per region,
 //! shared with recovery). Sequence numbers a reader can prove it will never see (corrupt

@@ -293,7 +293,8 @@ pub fn parse_batch(body: &[u8]) -> Result<RunBatch<'_>, ValidationError> {
     validate_runs(top.runs)
 }
 
-/// Validates every run of `runs` (present: `None` is reported as "not an array").
+/// Validates every run of `runs`. Callers pass the field of a body that has the key, so `None`
+/// does not occur; it is answered like a value that is not an array rather than trusted away.
 fn validate_runs(runs: Option<RunsField<'_>>) -> Result<RunBatch<'_>, ValidationError> {
     let Some(RunsField::Array(items)) = runs else {
         return Err(ValidationError {
