@@ -2,7 +2,8 @@
 # Ingest load benchmark: requests/s with the real 18 KB SDK fixture body, wrk with 2 threads and
 # 32 connections, against (1) a no-op hyper server (the baseline, same run), (2) the sidecar with
 # fsync = "always", (3) the sidecar with fsync = "never". Also prints the disk's own fdatasync
-# ceiling (dd) and the sidecar's RSS idle and under load. Loopback only.
+# ceiling (dd), the CPU time (user + system) each server spends per request, and the sidecar's
+# RSS idle and under load. Loopback only.
 #
 # Usage: scripts/load.sh [DURATION_SECONDS]   (default 15)
 set -euo pipefail
@@ -29,6 +30,11 @@ LUA
 
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+# CPU time (user + system, clock ticks) a process has used so far, and per request of the last
+# wrk run: what a server spends on each request, whatever wrk takes of the shared cores.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+TICKS_PER_S=$(getconf CLK_TCK)
+cpu_us_per_req() { echo "($2 - $1) * 1000000 / $TICKS_PER_S / $(awk '/requests in/ {print $1}' "$WORK/wrk.out")" | bc -l; }
 run_wrk() { wrk -t2 -c32 -d"${DURATION}s" -s "$WORK/post.lua" "$1" | tee "$WORK/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out"; }
 
 # Collector black hole for the sidecar (not loaded by wrk).
@@ -36,11 +42,14 @@ run_wrk() { wrk -t2 -c32 -d"${DURATION}s" -s "$WORK/post.lua" "$1" | tee "$WORK/
 
 echo "== baseline: no-op hyper server" >&2
 "$NOOP" 127.0.0.1:19000 2>/dev/null & NOOP_PID=$!; wait_port 19000
-BASE=$(run_wrk http://127.0.0.1:19000/v1/traces); kill $NOOP_PID; wait $NOOP_PID 2>/dev/null || true
+T0=$(cpu_ticks $NOOP_PID)
+BASE=$(run_wrk http://127.0.0.1:19000/v1/traces)
+BASE_CPU=$(cpu_us_per_req "$T0" "$(cpu_ticks $NOOP_PID)")
+kill $NOOP_PID; wait $NOOP_PID 2>/dev/null || true
 
 # "noindex": fsync = always with query.index = false (the trace index's cost, same run).
 VARIANTS=(always noindex never)
-declare -A RPS IDLE LOADED
+declare -A RPS IDLE LOADED CPU
 for V in "${VARIANTS[@]}"; do
   FSYNC=$V; INDEX=true
   [ "$V" = noindex ] && { FSYNC=always; INDEX=false; }
@@ -67,7 +76,9 @@ TOML
   DYNAMIQ_ACCESS_KEY=bench-key "$BIN" run --config "$WORK/sidecar.toml" & PID=$!; wait_port 19002
   sleep 1; IDLE[$V]=$(rss_kib $PID)
   ( sleep $((DURATION / 2)); rss_kib $PID > "$WORK/rss" ) &
+  T0=$(cpu_ticks $PID)
   RPS[$V]=$(run_wrk http://127.0.0.1:19002/v1/traces)
+  CPU[$V]=$(cpu_us_per_req "$T0" "$(cpu_ticks $PID)")
   LOADED[$V]=$(cat "$WORK/rss")
   kill -TERM $PID; wait $PID 2>/dev/null || true
 done
@@ -78,13 +89,13 @@ echo "$DD" >&2
 
 BODY_BYTES=$(stat -c %s "$BODY")
 echo
-echo "| target | req/s | ratio to no-op | MB/s of body | RSS idle | RSS under load |"
-echo "|---|---|---|---|---|---|"
-printf "| no-op hyper server (baseline) | %.0f | 1.00 | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)"
+echo "| target | req/s | ratio to no-op | MB/s of body | CPU µs/request | RSS idle | RSS under load |"
+echo "|---|---|---|---|---|---|---|"
+printf "| no-op hyper server (baseline) | %.0f | 1.00 | %.0f | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)" "$BASE_CPU"
 for V in "${VARIANTS[@]}"; do
   case $V in noindex) LABEL="fsync=always, query.index=false" ;; *) LABEL="fsync=$V" ;; esac
-  printf "| sidecar %s | %.0f | %.2f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
-    "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${IDLE[$V]}" "${LOADED[$V]}"
+  printf "| sidecar %s | %.0f | %.2f | %.0f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
+    "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${CPU[$V]}" "${IDLE[$V]}" "${LOADED[$V]}"
 done
 printf "trace index cost (fsync=always, index on vs off): %.1f %%\n" "$(echo "(1-${RPS[always]}/${RPS[noindex]})*100" | bc -l)"
 echo
