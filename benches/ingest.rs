@@ -1,6 +1,7 @@
 //! Ingest parsing throughput on the real 18 KB SDK fixture: the sidecar's borrowed
-//! validation (`parse_batch`; `parse_json_body` as the receiver calls it) against a full `serde_json::Value` parse of the same bytes
-//! (the baseline, measured in the same run). Run: `cargo bench --bench ingest`.
+//! validation (`parse_batch`; `parse_json_body` as the receiver calls it) against a full
+//! `serde_json::Value` parse of the same bytes (the baseline, measured in the same run).
+//! Run: `cargo bench --bench ingest`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dynamiq_sidecar::model::{JsonBody, envelope, parse_batch, parse_json_body};
