@@ -1,9 +1,12 @@
 //! Ingest parsing throughput on the real 18 KB SDK fixture: the sidecar's borrowed
 //! validation (`parse_batch`; `parse_json_body` as the receiver calls it) against a full
-//! `serde_json::Value` parse of the same bytes (the baseline, measured in the same run).
+//! `serde_json::Value` parse of the same bytes (the baseline, measured in the same run), and
+//! against the floor of any validation, `serde_json` checking the syntax and building nothing
+//! (`IgnoredAny`). The nesting-depth guard is also measured alone.
 //! Run: `cargo bench --bench ingest`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dynamiq_sidecar::model::batch::{MAX_DEPTH, nesting_within};
 use dynamiq_sidecar::model::{JsonBody, envelope, parse_batch, parse_json_body};
 
 const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/workflow-success.json");
@@ -15,6 +18,14 @@ fn parse(c: &mut Criterion) {
         b.iter(|| {
             serde_json::from_slice::<serde_json::Value>(std::hint::black_box(FIXTURE)).unwrap()
         })
+    });
+    group.bench_function("floor_serde_json_syntax_only", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(FIXTURE)).unwrap()
+        })
+    });
+    group.bench_function("nesting_depth_guard_alone", |b| {
+        b.iter(|| nesting_within(std::hint::black_box(FIXTURE), MAX_DEPTH))
     });
     group.bench_function("parse_batch", |b| {
         b.iter(|| {

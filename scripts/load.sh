@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Ingest load benchmark: requests/s with the real 18 KB SDK fixture body, wrk with 2 threads and
-# 32 connections, against (1) a no-op hyper server (the baseline, same run), (2) the sidecar with
-# fsync = "always", (3) the sidecar with fsync = "never". Also prints the disk's own fdatasync
-# ceiling (dd), the CPU time (user + system) each server spends per request, and the sidecar's
-# RSS idle and under load. Loopback only.
+# 32 connections, against (1) a no-op hyper server (the baseline, same run), (2) two validating
+# floors: the no-op server plus the sidecar's own body check, and plus a serde_json syntax check
+# only (examples/validating_server.rs: what any receiver that validates pays before it stores
+# anything), (3) the sidecar with fsync = "always", (4) with fsync = "never", (5) with "never" and
+# duplicate suppression off, so that every run is also forwarded (wrk posts one body over and
+# over; with suppression on, the forwarder reads each copy back but sends only the first).
+# Also prints the disk's own fdatasync ceiling (dd), the CPU time (user + system) each server
+# spends per request, and the sidecar's RSS idle and under load. Loopback only.
 #
 # Usage: scripts/load.sh [DURATION_SECONDS]   (default 15)
 set -euo pipefail
@@ -17,9 +21,10 @@ if ! command -v wrk >/dev/null || ! command -v bc >/dev/null; then
   echo "installing wrk (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq wrk bc) >/dev/null
 fi
-cargo build --release --quiet --bin dynamiq-sidecar --example noop_server
+cargo build --release --quiet --bin dynamiq-sidecar --example noop_server --example validating_server
 BIN=target/release/dynamiq-sidecar
 NOOP=target/release/examples/noop_server
+VALIDATING=target/release/examples/validating_server
 
 cat > "$WORK/post.lua" <<LUA
 wrk.method = "POST"
@@ -47,12 +52,25 @@ BASE=$(run_wrk http://127.0.0.1:19000/v1/traces)
 BASE_CPU=$(cpu_us_per_req "$T0" "$(cpu_ticks $NOOP_PID)")
 kill $NOOP_PID; wait $NOOP_PID 2>/dev/null || true
 
+declare -A FLOOR FLOOR_CPU
+for MODE in sidecar syntax; do
+  echo "== floor: no-op server + $MODE check" >&2
+  "$VALIDATING" 127.0.0.1:19000 $MODE 2>/dev/null & FLOOR_PID=$!; wait_port 19000
+  T0=$(cpu_ticks $FLOOR_PID)
+  FLOOR[$MODE]=$(run_wrk http://127.0.0.1:19000/v1/traces)
+  FLOOR_CPU[$MODE]=$(cpu_us_per_req "$T0" "$(cpu_ticks $FLOOR_PID)")
+  grep -q Non-2xx "$WORK/wrk.out" && { echo "the validating server refused the fixture" >&2; exit 1; }
+  kill $FLOOR_PID; wait $FLOOR_PID 2>/dev/null || true
+done
+
 # "noindex": fsync = always with query.index = false (the trace index's cost, same run).
-VARIANTS=(always noindex never)
+# "forward-all": fsync = never with forward.dedup_entries = 0 (every copy forwarded).
+VARIANTS=(always noindex never forward-all)
 declare -A RPS IDLE LOADED CPU
 for V in "${VARIANTS[@]}"; do
-  FSYNC=$V; INDEX=true
+  FSYNC=$V; INDEX=true; DEDUP=100000
   [ "$V" = noindex ] && { FSYNC=always; INDEX=false; }
+  [ "$V" = forward-all ] && { FSYNC=never; DEDUP=0; }
   echo "== sidecar $V" >&2
   rm -rf "$WORK/data"
   cat > "$WORK/sidecar.toml" <<TOML
@@ -68,6 +86,7 @@ max_bytes = 4294967296
 [forward]
 requests_per_second = 0
 runs_per_second = 0
+dedup_entries = $DEDUP
 [query]
 index = $INDEX
 [log]
@@ -89,13 +108,21 @@ echo "$DD" >&2
 
 BODY_BYTES=$(stat -c %s "$BODY")
 echo
-echo "| target | req/s | ratio to no-op | MB/s of body | CPU µs/request | RSS idle | RSS under load |"
-echo "|---|---|---|---|---|---|---|"
-printf "| no-op hyper server (baseline) | %.0f | 1.00 | %.0f | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)" "$BASE_CPU"
+echo "| target | req/s | ratio to no-op | ratio to the validating floor | MB/s of body | CPU µs/request | RSS idle | RSS under load |"
+echo "|---|---|---|---|---|---|---|---|"
+printf "| no-op hyper server (baseline) | %.0f | 1.00 | | %.0f | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)" "$BASE_CPU"
+printf "| floor: no-op + the sidecar's body check | %.0f | %.2f | 1.00 | %.0f | %.0f | | |\n" "${FLOOR[sidecar]}" "$(echo "${FLOOR[sidecar]}/$BASE" | bc -l)" \
+  "$(echo "${FLOOR[sidecar]}*$BODY_BYTES/1000000" | bc -l)" "${FLOOR_CPU[sidecar]}"
+printf "| floor: no-op + serde_json syntax check only | %.0f | %.2f | | %.0f | %.0f | | |\n" "${FLOOR[syntax]}" "$(echo "${FLOOR[syntax]}/$BASE" | bc -l)" \
+  "$(echo "${FLOOR[syntax]}*$BODY_BYTES/1000000" | bc -l)" "${FLOOR_CPU[syntax]}"
 for V in "${VARIANTS[@]}"; do
-  case $V in noindex) LABEL="fsync=always, query.index=false" ;; *) LABEL="fsync=$V" ;; esac
-  printf "| sidecar %s | %.0f | %.2f | %.0f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
-    "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${CPU[$V]}" "${IDLE[$V]}" "${LOADED[$V]}"
+  case $V in
+    noindex) LABEL="fsync=always, query.index=false" ;;
+    forward-all) LABEL="fsync=never, forward.dedup_entries=0 (every copy forwarded)" ;;
+    *) LABEL="fsync=$V" ;;
+  esac
+  printf "| sidecar %s | %.0f | %.2f | %.2f | %.0f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
+    "$(echo "${RPS[$V]}/${FLOOR[sidecar]}" | bc -l)" "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${CPU[$V]}" "${IDLE[$V]}" "${LOADED[$V]}"
 done
 printf "trace index cost (fsync=always, index on vs off): %.1f %%\n" "$(echo "(1-${RPS[always]}/${RPS[noindex]})*100" | bc -l)"
 echo
