@@ -4,24 +4,22 @@
 //!
 //! Run: `cargo run --release --example noop_server -- 127.0.0.1:9000`
 
+#[path = "support/baseline_server.rs"]
+mod baseline_server;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper::{Request, Response, StatusCode};
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let _ = req.into_body().collect().await;
-    let mut response = Response::new(Full::new(Bytes::from_static(br#"{"message":"ok"}"#)));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(baseline_server::json_response(
+        StatusCode::OK,
+        br#"{"message":"ok"}"#,
+    ))
 }
 
 #[tokio::main]
@@ -29,15 +27,5 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".into());
-    let listener = TcpListener::bind(&addr).await?;
-    eprintln!("noop server on {addr}");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
-                .await;
-        });
-    }
+    baseline_server::serve(&addr, "noop server", handle).await
 }

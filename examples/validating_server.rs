@@ -11,15 +11,15 @@
 //!
 //! Run: `cargo run --release --example validating_server -- 127.0.0.1:9000 sidecar`
 
+#[path = "support/baseline_server.rs"]
+mod baseline_server;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 // The sidecar binary's allocator, so the floor pays what the sidecar pays for allocations.
 #[global_allocator]
@@ -38,19 +38,14 @@ fn valid(mode: Mode, body: &[u8]) -> bool {
     }
 }
 
-async fn handle(mode: Mode, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn check(mode: Mode, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
-    let (status, text): (StatusCode, &'static [u8]) = match body {
-        Ok(body) if valid(mode, &body) => (StatusCode::OK, br#"{"message":"ok"}"#),
-        _ => (StatusCode::BAD_REQUEST, br#"{"message":"invalid"}"#),
-    };
-    let mut response = Response::new(Full::new(Bytes::from_static(text)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(match body {
+        Ok(body) if valid(mode, &body) => {
+            baseline_server::json_response(StatusCode::OK, br#"{"message":"ok"}"#)
+        }
+        _ => baseline_server::json_response(StatusCode::BAD_REQUEST, br#"{"message":"invalid"}"#),
+    })
 }
 
 #[tokio::main]
@@ -65,16 +60,5 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    let listener = TcpListener::bind(&addr).await?;
-    eprintln!("validating server on {addr}");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(mode, req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    baseline_server::serve(&addr, "validating server", move |req| check(mode, req)).await
 }
