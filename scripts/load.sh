@@ -108,21 +108,23 @@ echo "$DD" >&2
 
 BODY_BYTES=$(stat -c %s "$BODY")
 echo
+# row LABEL REQ_PER_S CPU_US [RATIO_TO_FLOOR] [RSS_IDLE_KIB] [RSS_LOADED_KIB]
+row() {
+  printf "| %s | %.0f | %.2f | %s | %.0f | %.0f | %s | %s |\n" "$1" "$2" "$(echo "$2/$BASE" | bc -l)" "${4:-}" \
+    "$(echo "$2*$BODY_BYTES/1000000" | bc -l)" "$3" "${5:+$5 KiB}" "${6:+$6 KiB}"
+}
 echo "| target | req/s | ratio to no-op | ratio to the validating floor | MB/s of body | CPU µs/request | RSS idle | RSS under load |"
 echo "|---|---|---|---|---|---|---|---|"
-printf "| no-op hyper server (baseline) | %.0f | 1.00 | | %.0f | %.0f | | |\n" "$BASE" "$(echo "$BASE*$BODY_BYTES/1000000" | bc -l)" "$BASE_CPU"
-printf "| floor: no-op + the sidecar's body check | %.0f | %.2f | 1.00 | %.0f | %.0f | | |\n" "${FLOOR[sidecar]}" "$(echo "${FLOOR[sidecar]}/$BASE" | bc -l)" \
-  "$(echo "${FLOOR[sidecar]}*$BODY_BYTES/1000000" | bc -l)" "${FLOOR_CPU[sidecar]}"
-printf "| floor: no-op + serde_json syntax check only | %.0f | %.2f | | %.0f | %.0f | | |\n" "${FLOOR[syntax]}" "$(echo "${FLOOR[syntax]}/$BASE" | bc -l)" \
-  "$(echo "${FLOOR[syntax]}*$BODY_BYTES/1000000" | bc -l)" "${FLOOR_CPU[syntax]}"
+row "no-op hyper server (baseline)" "$BASE" "$BASE_CPU"
+row "floor: no-op + the sidecar's body check" "${FLOOR[sidecar]}" "${FLOOR_CPU[sidecar]}" 1.00
+row "floor: no-op + serde_json syntax check only" "${FLOOR[syntax]}" "${FLOOR_CPU[syntax]}"
 for V in "${VARIANTS[@]}"; do
   case $V in
     noindex) LABEL="fsync=always, query.index=false" ;;
     forward-all) LABEL="fsync=never, forward.dedup_entries=0 (every copy forwarded)" ;;
     *) LABEL="fsync=$V" ;;
   esac
-  printf "| sidecar %s | %.0f | %.2f | %.2f | %.0f | %.0f | %s KiB | %s KiB |\n" "$LABEL" "${RPS[$V]}" "$(echo "${RPS[$V]}/$BASE" | bc -l)" \
-    "$(echo "${RPS[$V]}/${FLOOR[sidecar]}" | bc -l)" "$(echo "${RPS[$V]}*$BODY_BYTES/1000000" | bc -l)" "${CPU[$V]}" "${IDLE[$V]}" "${LOADED[$V]}"
+  row "sidecar $LABEL" "${RPS[$V]}" "${CPU[$V]}" "$(printf %.2f "$(echo "${RPS[$V]}/${FLOOR[sidecar]}" | bc -l)")" "${IDLE[$V]}" "${LOADED[$V]}"
 done
 printf "trace index cost (fsync=always, index on vs off): %.1f %%\n" "$(echo "(1-${RPS[always]}/${RPS[noindex]})*100" | bc -l)"
 echo
