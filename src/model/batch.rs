@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::json_scan::find_quote_or_backslash;
+use super::json_scan::{Scan, scan};
 
 /// Most per-field problems reported in one error (the rest are summarised).
 pub const MAX_DETAILS: usize = 50;
@@ -358,79 +358,10 @@ fn check_depth(body: &[u8]) -> Result<(), ValidationError> {
     }
 }
 
-/// What [`scan`] found.
-#[derive(Debug, PartialEq, Eq)]
-enum Scan {
-    Fine,
-    TooDeep,
-    /// Byte offset of a `\u` escape of a surrogate without its pair.
-    LoneSurrogate(usize),
-}
-
 /// Whether the JSON text `body` nests arrays and objects at most `max` levels deep (one pass,
 /// aware of strings and escapes; an unterminated string ends the scan).
 pub fn nesting_within(body: &[u8], max: usize) -> bool {
     scan(body, max) != Scan::TooDeep
-}
-
-/// One pass over `body`: nesting depth against `max`, and `\u` surrogate escapes in strings
-/// (a high one must be followed by a low one, a low one must follow a high one).
-fn scan(body: &[u8], max: usize) -> Scan {
-    let mut depth = 0usize;
-    let mut i = 0usize;
-    let n = body.len();
-    while i < n {
-        match body[i] {
-            b'"' => match skip_string(body, i + 1) {
-                Ok(next) => {
-                    i = next;
-                    continue;
-                }
-                Err(Some(at)) => return Scan::LoneSurrogate(at),
-                Err(None) => return Scan::Fine, // unterminated: the parser reports it
-            },
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Scan::TooDeep;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Scan::Fine
-}
-
-/// The code unit of a `\uXXXX` escape starting at `at` (the backslash), if there is one.
-fn escape_unit(body: &[u8], at: usize) -> Option<u16> {
-    let [b'\\', b'u', hex @ ..] = body.get(at..at + 6)? else {
-        return None;
-    };
-    hex.iter().try_fold(0u16, |unit, &digit| {
-        let value = char::from(digit).to_digit(16)?;
-        Some(unit << 4 | value as u16)
-    })
-}
-
-/// Index just past the `"` closing the string whose contents start at `i`; `Err(None)` when
-/// the string is unterminated, `Err(Some(at))` for a lone surrogate escape at `at`.
-fn skip_string(body: &[u8], mut i: usize) -> Result<usize, Option<usize>> {
-    loop {
-        i = find_quote_or_backslash(body, i).ok_or(None)?;
-        if body[i] == b'"' {
-            return Ok(i + 1);
-        }
-        match escape_unit(body, i) {
-            Some(0xD800..=0xDBFF) => match escape_unit(body, i + 6) {
-                Some(0xDC00..=0xDFFF) => i += 12,
-                _ => return Err(Some(i)),
-            },
-            Some(0xDC00..=0xDFFF) => return Err(Some(i)),
-            _ => i += 2,
-        }
-    }
 }
 
 /// The required fields of a run, borrowed. `Some(raw)` even for `null`, `None` when absent.
