@@ -33,8 +33,9 @@ use crate::query::api::{Passthrough, QueryState};
 use crate::query::{QueryIndex, snapshot};
 use crate::receivers::auth::InboundAuth;
 use crate::receivers::error::ApiError;
-use crate::receivers::http::{ServeLimits, serve};
-use crate::receivers::metrics::IngestMetrics;
+use crate::receivers::host_check::HostCheck;
+use crate::receivers::http::{Protocols, ServeLimits, serve};
+use crate::receivers::metrics::{ConnectionFamilies, IngestMetrics};
 use crate::receivers::{self, IngestState};
 use crate::secret::KeyProvider;
 
@@ -93,14 +94,24 @@ impl EnvSecrets {
     }
 }
 
-/// The whole HTTP surface: ingest, the query API, admin, with a JSON 404.
-pub fn router(ingest: IngestState, query: QueryState, admin: AdminState) -> Router {
+/// The whole HTTP surface: ingest, the query API, admin, with a JSON 404, behind the `Host`
+/// check (DNS rebinding).
+pub fn router(
+    ingest: IngestState,
+    query: QueryState,
+    admin: AdminState,
+    host_check: HostCheck,
+) -> Router {
     receivers::router(ingest)
         .merge(crate::query::api::router(query))
         .merge(admin::router(admin))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            host_check,
+            receivers::host_check::check_host,
+        ))
 }
 
 /// Runs the sidecar until SIGTERM/SIGINT.
@@ -129,6 +140,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     crate::forward::install_crypto_provider();
+    let max_connections = connection_cap(config.ingest.max_connections);
     let mut registry = Registry::default();
     let readiness = Readiness::default();
 
@@ -228,7 +240,19 @@ pub async fn run_with(
         conversions: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
+        budget: receivers::budget::MemoryBudget::new(
+            config.ingest.max_inflight_bytes,
+            &mut registry,
+        ),
     };
+    let connection_metrics = ConnectionFamilies::register(&mut registry);
+    let refused_hosts = prometheus_client::metrics::counter::Counter::default();
+    registry.register(
+        "dynamiq_sidecar_http_requests_refused_host",
+        "HTTP requests refused with 421 because their Host is not one the sidecar answers to (DNS rebinding)",
+        refused_hosts.clone(),
+    );
+    let host_check = HostCheck::new(&config.ingest.allowed_hosts, refused_hosts);
     let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
         .await
         .map_err(|source| AppError::Bind {
@@ -272,9 +296,29 @@ pub async fn run_with(
         stop_forwarder.clone(),
     ));
 
-    let grpc_task = tokio::spawn(receivers::grpc::serve(
+    let limits = ServeLimits {
+        max_connections,
+        header_timeout: config.ingest.request_timeout,
+        idle_timeout: config.ingest.idle_timeout,
+        write_timeout: config.ingest.write_timeout,
+        max_concurrent_streams: config.ingest.max_concurrent_streams,
+        keepalive_interval: config.ingest.keepalive_interval,
+        http2_windows: None,
+        grace: config.ingest.request_timeout,
+    };
+    let grpc_limits = ServeLimits {
+        http2_windows: Some((
+            receivers::grpc::STREAM_WINDOW,
+            receivers::grpc::CONNECTION_WINDOW,
+        )),
+        ..limits
+    };
+    let grpc_task = tokio::spawn(serve(
         grpc_listener,
-        ingest.clone(),
+        receivers::grpc::service(ingest.clone()),
+        Protocols::Http2Only,
+        grpc_limits,
+        connection_metrics.listener("grpc"),
         shutdown.clone(),
     ));
     let addr = listener.local_addr().ok();
@@ -286,22 +330,17 @@ pub async fn run_with(
         when_full = ?config.buffer.when_full,
         "dynamiq-sidecar listening"
     );
-    let limits = ServeLimits {
-        max_connections: config.ingest.max_connections,
-        header_timeout: config.ingest.request_timeout,
-        grace: config.ingest.request_timeout,
-    };
     serve(
         listener,
-        router(ingest, query, admin),
+        router(ingest, query, admin, host_check),
+        Protocols::Http1AndH2c,
         limits,
+        connection_metrics.listener("http"),
         shutdown.clone(),
     )
     .await;
-    match tokio::time::timeout(limits.grace, grpc_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the OTLP/gRPC listener failed"),
-        Ok(Err(_)) | Err(_) => tracing::warn!("the OTLP/gRPC listener did not stop in time"),
+    if tokio::time::timeout(limits.grace, grpc_task).await.is_err() {
+        tracing::warn!("the OTLP/gRPC listener did not stop in time");
     }
 
     tracing::info!(
@@ -352,6 +391,29 @@ pub async fn run_with(
     buffer.close().await?;
     tracing::info!("dynamiq-sidecar stopped");
     Ok(())
+}
+
+/// Each listener's connection cap: `ingest.max_connections`, lowered when both listeners'
+/// connections and the descriptors kept for the buffer and the outputs would not fit under the
+/// process's descriptor limit (raised to its hard limit first).
+fn connection_cap(wanted: usize) -> usize {
+    use receivers::fd_limit;
+    let Some(nofile) = fd_limit::raise_nofile_limit() else {
+        return wanted;
+    };
+    match fd_limit::capped_connections(wanted, 2, nofile) {
+        None => wanted,
+        Some(capped) => {
+            tracing::warn!(
+                max_connections = wanted,
+                lowered_to = capped,
+                nofile,
+                reserved = fd_limit::RESERVED_FDS,
+                "ingest.max_connections lowered to fit the file-descriptor limit (RLIMIT_NOFILE) with descriptors kept for the buffer and the outputs"
+            );
+            capped
+        }
+    }
 }
 
 /// Where dead letters live: inside the buffer directory, so one volume holds all state.

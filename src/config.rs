@@ -263,6 +263,9 @@ pub struct IngestConfig {
     pub grpc_addr: SocketAddr,
     /// Largest accepted request body, checked before and after decompression.
     pub max_body_bytes: u64,
+    /// Memory all requests in flight may hold together (bodies, decompressed bytes, decoding
+    /// estimates), over both listeners.
+    pub max_inflight_bytes: u64,
     /// File holding the inbound bearer token clients must present. Required when a listener is
     /// not on loopback (unless `allow_unauthenticated`).
     pub auth_token_file: String,
@@ -271,8 +274,22 @@ pub struct IngestConfig {
     /// How long a client may take to send one request (headers and body) before it is cut off.
     #[serde(with = "duration_str")]
     pub request_timeout: Duration,
-    /// Maximum concurrent connections on the HTTP listener.
+    /// Maximum concurrent connections on each listener (HTTP and gRPC).
     pub max_connections: usize,
+    /// A connection with no request in flight that receives nothing this long is closed.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// A response write that makes no progress this long ends the connection.
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection (h2c and gRPC).
+    pub max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keepalive pings; a ping unanswered as long drops the connection.
+    #[serde(with = "duration_str")]
+    pub keepalive_interval: Duration,
+    /// Host names (besides localhost, IP literals and the listen address) that requests may
+    /// name in `Host`; `*.example.com` matches subdomains, `*` any name.
+    pub allowed_hosts: Vec<String>,
     /// `source_id` of runs made from OTLP spans whose resource has neither
     /// `service.instance.id` nor `service.name`.
     pub otlp_source_id: String,
@@ -284,13 +301,34 @@ impl Default for IngestConfig {
             http_addr: "127.0.0.1:4318".parse().expect("valid literal"),
             grpc_addr: "127.0.0.1:4317".parse().expect("valid literal"),
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_bytes: 128 * 1024 * 1024,
             auth_token_file: String::new(),
             allow_unauthenticated: false,
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
+            keepalive_interval: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
             otlp_source_id: "otel".to_owned(),
         }
     }
+}
+
+/// Whether `pattern` can be an `ingest.allowed_hosts` entry: `*`, a host name, or `*.` followed
+/// by a domain (ASCII letters, digits, `-` and `.`; no port, no scheme).
+fn is_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    pattern == "*"
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
 }
 
 /// How the sidecar authenticates toward the collector.
@@ -719,10 +757,45 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
+        if self.ingest.max_inflight_bytes < 2 * self.ingest.max_body_bytes {
+            return Err(err(
+                "ingest.max_inflight_bytes",
+                format!(
+                    "must be at least twice ingest.max_body_bytes ({}), got {}",
+                    self.ingest.max_body_bytes, self.ingest.max_inflight_bytes
+                ),
+            ));
+        }
         if self.ingest.max_connections == 0 {
             return Err(err(
                 "ingest.max_connections",
                 "must be greater than 0".into(),
+            ));
+        }
+        for (key, value) in [
+            ("ingest.idle_timeout", self.ingest.idle_timeout),
+            ("ingest.write_timeout", self.ingest.write_timeout),
+            ("ingest.keepalive_interval", self.ingest.keepalive_interval),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be greater than 0".into()));
+            }
+        }
+        if self.ingest.max_concurrent_streams == 0 {
+            return Err(err(
+                "ingest.max_concurrent_streams",
+                "must be greater than 0".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .ingest
+            .allowed_hosts
+            .iter()
+            .find(|h| !is_host_pattern(h))
+        {
+            return Err(err(
+                "ingest.allowed_hosts",
+                format!("{bad:?} is not a host name, \"*.\" + a domain, or \"*\""),
             ));
         }
         for (key, url) in [

@@ -31,7 +31,7 @@ fn slowloris_clients_neither_block_others_nor_stay_forever() {
     let mut slow: Vec<TcpStream> = (0..40)
         .map(|_| {
             let mut s = TcpStream::connect(sidecar.http_addr()).unwrap();
-            s.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Ty")
+            s.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
                 .unwrap();
             s
         })
@@ -73,7 +73,7 @@ fn a_trickled_body_times_out_without_storing_anything() {
     let mut s = TcpStream::connect(sidecar.http_addr()).unwrap();
     write!(
         s,
-        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/traces HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();

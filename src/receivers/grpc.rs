@@ -21,16 +21,14 @@ use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::IngestState;
+use super::budget::SharedReservation;
 use super::error::ApiError;
 use super::otlp::{self, OtlpEncoding};
 use crate::outputs::otlp::EXPORT_PATH;
@@ -54,7 +52,20 @@ async fn export(
             ));
         }
         let key = super::traces::client_key(state, &headers)?;
-        otlp::export(state, request.into_inner(), OtlpEncoding::Protobuf, key).await
+        let reservation = request
+            .extensions()
+            .get::<SharedReservation>()
+            .cloned()
+            .unwrap_or_else(|| SharedReservation::new(state.budget.reservation()));
+        let message = request.into_inner();
+        // What the body read charged for a compressed message's worst case is given back down
+        // to what it really is: the frames received and the inflated message.
+        reservation.shrink_to(
+            reservation
+                .wire_bytes()
+                .saturating_add(message.len() as u64),
+        );
+        otlp::export(state, message, OtlpEncoding::Protobuf, key, &reservation).await
     }
     .await;
     state.metrics.record("otlp_grpc", &result, started);
@@ -70,9 +81,11 @@ async fn export(
 /// The `TraceService` server: routes `Export` through tonic's unary handling (framing,
 /// compression, message limits, status) with [`RawRequest`] as the codec.
 #[derive(Clone)]
-struct TraceServer {
+pub struct TraceServer {
     state: Arc<IngestState>,
     max_message_bytes: usize,
+    /// `ingest.request_timeout`: the whole call, body included.
+    timeout: std::time::Duration,
 }
 
 impl NamedService for TraceServer {
@@ -94,7 +107,7 @@ impl UnaryService<Bytes> for ExportCall {
 
 impl<B> tower::Service<HttpRequest<B>> for TraceServer
 where
-    B: axum::body::HttpBody + Send + 'static,
+    B: axum::body::HttpBody + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = HttpResponse<tonic::body::Body>;
@@ -109,13 +122,91 @@ where
         if request.uri().path() != EXPORT_PATH {
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
+        let reservation = SharedReservation::new(self.state.budget.reservation());
+        // tonic inflates a compressed message before the service sees it, up to the message
+        // limit: charge that worst case before the body is read.
+        let compressed = request
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        if compressed
+            && let Err(e) = reservation.grow(
+                self.max_message_bytes as u64,
+                "a compressed message, charged at ingest.max_body_bytes until inflated",
+            )
+        {
+            self.state.metrics.record::<()>(
+                "otlp_grpc",
+                &Err(e.clone()),
+                std::time::Instant::now(),
+            );
+            return Box::pin(async move { Ok(status_of(&e).into_http()) });
+        }
+        let mut request = request.map(|body| BudgetedBody {
+            inner: body,
+            reservation: reservation.clone(),
+        });
+        request.extensions_mut().insert(reservation);
         let mut gzip = EnabledCompressionEncodings::default();
         gzip.enable(CompressionEncoding::Gzip);
         let mut grpc = Grpc::new(RawRequest)
             .apply_compression_config(gzip, gzip)
             .apply_max_message_size_config(Some(self.max_message_bytes), None);
         let call = ExportCall(Arc::clone(&self.state));
-        Box::pin(async move { Ok(grpc.unary(call, request).await) })
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let response = match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
+                Ok(response) => response,
+                Err(_) => Status::deadline_exceeded(
+                    "the request was not received and stored within ingest.request_timeout",
+                )
+                .into_http(),
+            };
+            Ok(rewrite_oversize_status(response))
+        })
+    }
+}
+
+/// A request body whose frames are charged to the request's reservation as they arrive; a
+/// frame the budget cannot take ends the body with the refusal as a gRPC status.
+struct BudgetedBody<B> {
+    inner: B,
+    reservation: SharedReservation,
+}
+
+impl<B> hyper::body::Body for BudgetedBody<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.remaining() as u64;
+            if let Err(e) = self.reservation.grow_wire(len) {
+                return Poll::Ready(Some(Err(Box::new(status_of(&e)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -163,61 +254,27 @@ impl Decoder for RawRequest {
 }
 
 /// HTTP/2 flow-control window per stream (a whole SDK batch fits).
-const STREAM_WINDOW: u32 = 2 << 20;
+pub const STREAM_WINDOW: u32 = 2 << 20;
 /// HTTP/2 flow-control window per connection (several concurrent exports).
-const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    state: IngestState,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+/// The OTLP/gRPC service, to be served (HTTP/2 only) by [`super::http::serve`], which gives
+/// the gRPC listener the same connection cap, timeouts and keepalive as the HTTP one.
+/// Exporters send one large message per call (an SDK batch is ~0.25 MB): HTTP/2's default
+/// 64 KiB windows would make every call wait for window updates, so the listener is served
+/// with [`STREAM_WINDOW`] and [`CONNECTION_WINDOW`].
+pub fn service(state: IngestState) -> TraceServer {
     let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
-    let timeout = state.request_timeout;
-    let service = TraceServer {
+    TraceServer {
+        timeout: state.request_timeout,
         state: Arc::new(state),
         max_message_bytes: limit,
-    };
-    // Exporters send one large message per call (an SDK batch is ~0.25 MB): HTTP/2's default
-    // 64 KiB windows would make every call wait for window updates, and Nagle would hold the
-    // small answers back.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .timeout(timeout)
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .layer(tower::layer::layer_fn(OversizeIsResourceExhausted))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
+    }
 }
 
 /// tonic answers a message whose length prefix is over the limit with `OUT_OF_RANGE`; the OTLP
 /// specification (and clients' retry logic) expect `RESOURCE_EXHAUSTED` for a size limit, which
-/// tonic already uses when the limit is hit while decompressing. This layer makes both agree.
-#[derive(Clone)]
-struct OversizeIsResourceExhausted<S>(S);
-
-impl<S, B, RB> tower::Service<HttpRequest<B>> for OversizeIsResourceExhausted<S>
-where
-    S: tower::Service<HttpRequest<B>, Response = HttpResponse<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures_util::future::MapOk<S::Future, fn(HttpResponse<RB>) -> HttpResponse<RB>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        use futures_util::TryFutureExt;
-        self.0.call(request).map_ok(rewrite_oversize_status)
-    }
-}
-
+/// tonic already uses when the limit is hit while decompressing. This makes both agree.
 fn rewrite_oversize_status<RB>(mut response: HttpResponse<RB>) -> HttpResponse<RB> {
     let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
     let headers = response.headers_mut();

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -97,5 +98,95 @@ impl IngestMetrics {
         if result.is_ok() {
             self.ack_latency.observe(started.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// Label set of the per-listener connection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `http` or `grpc`.
+    pub listener: &'static str,
+}
+
+/// Label set of `dynamiq_sidecar_connections_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    /// `http` or `grpc`.
+    pub listener: &'static str,
+    /// `header_timeout`, `idle` or `write_timeout`.
+    pub reason: &'static str,
+}
+
+/// Connection metrics of one listener (the families are shared by both listeners).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    listener: &'static str,
+    closed: Family<ClosedLabels, Counter>,
+    /// Connections being served.
+    pub open: Gauge,
+    /// Times the accept loop waited because `ingest.max_connections` were open.
+    pub limit_waits: Counter,
+    /// Failed `accept` calls (EMFILE, ...).
+    pub accept_errors: Counter,
+}
+
+/// The families behind every listener's [`ConnectionMetrics`].
+#[derive(Clone, Default)]
+pub struct ConnectionFamilies {
+    closed: Family<ClosedLabels, Counter>,
+    open: Family<ListenerLabels, Gauge>,
+    limit_waits: Family<ListenerLabels, Counter>,
+    accept_errors: Family<ListenerLabels, Counter>,
+}
+
+impl ConnectionFamilies {
+    /// Creates the families and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let f = Self::default();
+        registry.register(
+            "dynamiq_sidecar_connections_closed",
+            "Connections the sidecar closed, by listener and reason (header_timeout, idle, write_timeout)",
+            f.closed.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_connections_open",
+            "Connections being served, by listener",
+            f.open.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_connection_limit_waits",
+            "Times a listener stopped accepting because ingest.max_connections were open",
+            f.limit_waits.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_accept_errors",
+            "Failed accept calls (e.g. out of file descriptors), retried after a backoff",
+            f.accept_errors.clone(),
+        );
+        f
+    }
+
+    /// The handles of one listener.
+    pub fn listener(&self, listener: &'static str) -> ConnectionMetrics {
+        let labels = ListenerLabels { listener };
+        ConnectionMetrics {
+            listener,
+            closed: self.closed.clone(),
+            open: self.open.get_or_create(&labels).clone(),
+            limit_waits: self.limit_waits.get_or_create(&labels).clone(),
+            accept_errors: self.accept_errors.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    /// Counts a connection closed for `reason`.
+    pub fn closed(&self, reason: &'static str) {
+        self.closed
+            .get_or_create(&ClosedLabels {
+                listener: self.listener,
+                reason,
+            })
+            .inc();
     }
 }

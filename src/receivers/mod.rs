@@ -8,8 +8,13 @@
 
 pub mod auth;
 pub mod body;
+pub mod budget;
+pub mod conn_io;
+pub mod decoded_size;
 pub mod error;
+pub mod fd_limit;
 pub mod grpc;
+pub mod host_check;
 pub mod http;
 pub mod metrics;
 pub mod otlp;
@@ -53,6 +58,8 @@ pub struct IngestState {
     /// the same cores, hold more decoded requests in memory, and spread allocations over more
     /// threads' heaps.
     pub conversions: Arc<tokio::sync::Semaphore>,
+    /// `ingest.max_inflight_bytes`, shared by every request of both listeners.
+    pub budget: budget::MemoryBudget,
 }
 
 /// The ingest routes (without the admin routes; see [`crate::app::router`]).

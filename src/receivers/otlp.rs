@@ -19,6 +19,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::IngestState;
+use super::budget::SharedReservation;
+use super::decoded_size;
 use super::error::ApiError;
 use crate::convert::{self, ConvertedRecord, ConvertedRecords};
 use crate::model::envelope;
@@ -78,11 +80,13 @@ pub async fn export(
     body: Bytes,
     encoding: OtlpEncoding,
     client_key: Option<&str>,
+    reservation: &SharedReservation,
 ) -> Result<ExportOutcome, ApiError> {
     // Runs are written straight into buffer records: envelope header first, then the JSON.
     let prefix = envelope::run_prefix(client_key);
     let prefix_len = prefix.len();
     let converted = if body.len() >= BLOCKING_BODY_BYTES {
+        let reservation = reservation.clone();
         let _permit = state.conversions.acquire().await.map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -91,17 +95,19 @@ pub async fn export(
             )
         })?;
         let options = Arc::clone(&state.span_options);
-        tokio::task::spawn_blocking(move || decode_and_convert(&body, encoding, &options, &prefix))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "span conversion failed",
-                ))
-            })?
+        tokio::task::spawn_blocking(move || {
+            decode_and_convert(&body, encoding, &options, &prefix, &reservation)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "span conversion failed",
+            ))
+        })?
     } else {
-        decode_and_convert(&body, encoding, &state.span_options, &prefix)?
+        decode_and_convert(&body, encoding, &state.span_options, &prefix, reservation)?
     };
     let ConvertedRecords {
         buffers,
@@ -135,14 +141,34 @@ pub async fn export(
     })
 }
 
+/// Bytes of runs (buffer records) the conversion makes at most: the span's fields as JSON
+/// (hex ids, quoted keys, escaped strings) plus the record framing of each run.
+fn output_estimate(body_len: usize, spans: u64) -> u64 {
+    (body_len as u64)
+        .saturating_mul(3)
+        .saturating_add(spans.saturating_mul(1024))
+}
+
 /// Decodes `body` and converts its spans (the decoded request is dropped here, on the caller's
-/// thread).
+/// thread). What decoding and converting will build is charged to `reservation` first.
 fn decode_and_convert(
     body: &[u8],
     encoding: OtlpEncoding,
     options: &convert::SpanConvertOptions,
     prefix: &[u8],
+    reservation: &SharedReservation,
 ) -> Result<ConvertedRecords, ApiError> {
+    let estimate = match encoding {
+        OtlpEncoding::Protobuf => decoded_size::protobuf_estimate(body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        OtlpEncoding::Json => decoded_size::json_estimate(body),
+    };
+    reservation.grow(
+        estimate
+            .heap
+            .saturating_add(output_estimate(body.len(), estimate.spans)),
+        "the decoded spans and the runs made of them",
+    )?;
     let request = decode_request(body, encoding)?;
     Ok(convert::convert_request_to_records(
         &request, options, prefix,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::IngestState;
 use super::body::{self, Encoding};
+use super::budget::{Reservation, SharedReservation};
 use super::error::ApiError;
 use super::otlp::{self, OtlpEncoding};
 use crate::admin::readiness::Latch;
@@ -113,12 +114,15 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
         Ok(e) => e,
         Err(e) => return ("unknown", Err(e)),
     };
-    let raw = match body::read_limited(&parts.headers, body, state.max_body_bytes).await {
+    let mut reservation = state.budget.reservation();
+    let raw = match body::read_limited(&parts.headers, body, state.max_body_bytes, &mut reservation)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return ("unknown", Err(e)),
     };
     state.metrics.bytes_received.inc_by(raw.len() as u64);
-    let decoded = match decode(raw, encoding, state.max_body_bytes).await {
+    let decoded = match decode(raw, encoding, state.max_body_bytes, &mut reservation).await {
         Ok(b) => b,
         Err(e) => return ("unknown", Err(e)),
     };
@@ -126,6 +130,10 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
         MediaType::Protobuf => OtlpEncoding::Protobuf,
         MediaType::Json => match model::parse_json_body(&decoded) {
             Ok(JsonBody::Runs(batch)) => {
+                // The buffer records are a copy of the runs.
+                if let Err(e) = reservation.grow(decoded.len() as u64, "the runs to store") {
+                    return ("dynamiq", Err(e));
+                }
                 let result = ingest_runs(state, &parts.headers, batch).await;
                 return ("dynamiq", result.map(Ack::Runs));
             }
@@ -135,7 +143,8 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
     };
     let result = async {
         let key = client_key(state, &parts.headers)?;
-        let outcome = otlp::export(state, decoded, otlp_encoding, key).await?;
+        let reservation = SharedReservation::new(reservation);
+        let outcome = otlp::export(state, decoded, otlp_encoding, key, &reservation).await?;
         Ok(Ack::Spans(outcome, otlp_encoding))
     }
     .await;
@@ -143,13 +152,24 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
 }
 
 /// Decompression of large bodies runs off the async workers.
-async fn decode(raw: Bytes, encoding: Encoding, limit: u64) -> Result<Bytes, ApiError> {
+async fn decode(
+    raw: Bytes,
+    encoding: Encoding,
+    limit: u64,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
     if encoding == Encoding::Identity || raw.len() < 64 * 1024 {
-        return body::decode(raw, encoding, limit);
+        return body::decode(raw, encoding, limit, reservation);
     }
-    tokio::task::spawn_blocking(move || body::decode(raw, encoding, limit))
-        .await
-        .unwrap_or_else(|_| Err(ApiError::bad_request("the body could not be decompressed")))
+    let mut moved = std::mem::replace(reservation, reservation.empty_twin());
+    let (result, moved) = tokio::task::spawn_blocking(move || {
+        let result = body::decode(raw, encoding, limit, &mut moved);
+        (result, moved)
+    })
+    .await
+    .map_err(|_| ApiError::bad_request("the body could not be decompressed"))?;
+    *reservation = moved;
+    result
 }
 
 /// The client's key to store with its runs: `None` unless `auth_mode = "passthrough"`.
