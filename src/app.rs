@@ -35,6 +35,7 @@ use crate::receivers::auth::InboundAuth;
 use crate::receivers::error::ApiError;
 use crate::receivers::host_check::HostCheck;
 use crate::receivers::http::{Protocols, ServeLimits, serve};
+use crate::receivers::linger::Linger;
 use crate::receivers::metrics::{ConnectionFamilies, IngestMetrics};
 use crate::receivers::{self, IngestState};
 use crate::secret::KeyProvider;
@@ -101,6 +102,7 @@ pub fn router(
     query: QueryState,
     admin: AdminState,
     host_check: HostCheck,
+    linger: Linger,
 ) -> Router {
     receivers::router(ingest)
         .merge(crate::query::api::router(query))
@@ -108,6 +110,10 @@ pub fn router(
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(linger),
+            receivers::linger::linger_on_early_answer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             host_check,
             receivers::host_check::check_host,
@@ -253,6 +259,11 @@ pub async fn run_with(
         refused_hosts.clone(),
     );
     let host_check = HostCheck::new(&config.ingest.allowed_hosts, refused_hosts);
+    let linger = Linger::new(
+        config.ingest.linger_bytes,
+        config.ingest.linger_timeout,
+        &mut registry,
+    );
     let grpc_listener = TcpListener::bind(config.ingest.grpc_addr)
         .await
         .map_err(|source| AppError::Bind {
@@ -332,7 +343,7 @@ pub async fn run_with(
     );
     serve(
         listener,
-        router(ingest, query, admin, host_check),
+        router(ingest, query, admin, host_check, linger),
         Protocols::Http1AndH2c,
         limits,
         connection_metrics.listener("http"),

@@ -284,6 +284,11 @@ pub struct IngestConfig {
     pub write_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection (h2c and gRPC).
     pub max_concurrent_streams: u32,
+    /// HTTP/1: most bytes of an unread request body discarded after an early answer.
+    pub linger_bytes: u64,
+    /// HTTP/1: longest an unread request body is discarded after an early answer.
+    #[serde(with = "duration_str")]
+    pub linger_timeout: Duration,
     /// Interval of HTTP/2 keepalive pings; a ping unanswered as long drops the connection.
     #[serde(with = "duration_str")]
     pub keepalive_interval: Duration,
@@ -309,6 +314,8 @@ impl Default for IngestConfig {
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(30),
             max_concurrent_streams: 100,
+            linger_bytes: 128 * 1024 * 1024,
+            linger_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             otlp_source_id: "otel".to_owned(),
@@ -776,6 +783,7 @@ impl Config {
             ("ingest.idle_timeout", self.ingest.idle_timeout),
             ("ingest.write_timeout", self.ingest.write_timeout),
             ("ingest.keepalive_interval", self.ingest.keepalive_interval),
+            ("ingest.linger_timeout", self.ingest.linger_timeout),
         ] {
             if value.is_zero() {
                 return Err(err(key, "must be greater than 0".into()));

@@ -245,17 +245,19 @@ fn largest_struct() -> u64 {
 /// Upper bound of the heap bytes an OTLP/JSON `ExportTraceServiceRequest` decoded from `body`
 /// holds: every object a struct at twice the largest size, every byte of text at most one byte
 /// of a decoded string (hex ids decode to half), plus an allocation per string (no more
-/// strings than quote pairs).
+/// strings than quote pairs). `spans` counts the `spanId` keys (a span without one is rejected,
+/// not converted; one spelled with escapes is still paid for as an object in `heap`).
 pub fn json_estimate(body: &[u8]) -> Estimate {
     let objects = memchr::memchr_iter(b'{', body).count() as u64;
     let quotes = memchr::memchr_iter(b'"', body).count() as u64;
     let heap = (body.len() as u64)
         .saturating_add(objects.saturating_mul(2 * largest_struct() + ALLOCATION_OVERHEAD))
         .saturating_add((quotes / 2).saturating_mul(ALLOCATION_OVERHEAD));
-    Estimate {
-        heap,
-        spans: objects,
-    }
+    let spans = [&b"\"spanId\""[..], &b"\"span_id\""[..]]
+        .iter()
+        .map(|key| memchr::memmem::find_iter(body, key).count() as u64)
+        .sum();
+    Estimate { heap, spans }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl UnaryService<Bytes> for ExportCall {
 
 impl<B> tower::Service<HttpRequest<B>> for TraceServer
 where
-    B: axum::body::HttpBody + Send + Unpin + 'static,
+    B: axum::body::HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = HttpResponse<tonic::body::Body>;
@@ -123,28 +123,12 @@ where
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         let reservation = SharedReservation::new(self.state.budget.reservation());
-        // tonic inflates a compressed message before the service sees it, up to the message
-        // limit: charge that worst case before the body is read.
-        let compressed = request
-            .headers()
-            .get("grpc-encoding")
-            .is_some_and(|v| v.as_bytes() != b"identity");
-        if compressed
-            && let Err(e) = reservation.grow(
-                self.max_message_bytes as u64,
-                "a compressed message, charged at ingest.max_body_bytes until inflated",
-            )
-        {
-            self.state.metrics.record::<()>(
-                "otlp_grpc",
-                &Err(e.clone()),
-                std::time::Instant::now(),
-            );
-            return Box::pin(async move { Ok(status_of(&e).into_http()) });
-        }
+        let inflate_charge = self.max_message_bytes as u64;
         let mut request = request.map(|body| BudgetedBody {
             inner: body,
             reservation: reservation.clone(),
+            messages: MessageFraming::default(),
+            inflate_charge,
         });
         request.extensions_mut().insert(reservation);
         let mut gzip = EnabledCompressionEncodings::default();
@@ -169,14 +153,69 @@ where
 
 /// A request body whose frames are charged to the request's reservation as they arrive; a
 /// frame the budget cannot take ends the body with the refusal as a gRPC status.
+///
+/// tonic inflates a compressed message once all of it has arrived, up to the message limit:
+/// the frame that completes a compressed message is charged that worst case too (`inflate_charge`)
+/// before tonic sees it, and [`ExportCall`] gives back what the inflated message did not need.
+/// A slow client sending a compressed message holds only the bytes it sent.
 struct BudgetedBody<B> {
     inner: B,
     reservation: SharedReservation,
+    messages: MessageFraming,
+    inflate_charge: u64,
+}
+
+/// Where the body is in gRPC's length-prefixed messages (1 byte compressed flag, 4 bytes
+/// big-endian length, the message), tracked across frames of any size.
+#[derive(Debug, Default)]
+struct MessageFraming {
+    /// Bytes of the current 5-byte prefix seen so far.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come (after a complete prefix).
+    remaining: u64,
+    /// Whether the current message is compressed.
+    compressed: bool,
+}
+
+impl MessageFraming {
+    /// Feeds `data`; returns how many compressed messages it completed.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut completed = 0;
+        while !data.is_empty() {
+            if self.prefix_len < 5 {
+                let take = (5 - self.prefix_len).min(data.len());
+                self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+                self.prefix_len += take;
+                data = &data[take..];
+                if self.prefix_len < 5 {
+                    break;
+                }
+                self.compressed = self.prefix[0] != 0;
+                let len = u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]);
+                self.remaining = u64::from(len);
+            } else {
+                let take = self.remaining.min(data.len() as u64);
+                self.remaining -= take;
+                data = &data[take as usize..];
+            }
+            if self.prefix_len == 5 && self.remaining == 0 {
+                completed += u64::from(self.compressed);
+                self.prefix_len = 0;
+            }
+        }
+        completed
+    }
 }
 
 impl<B> hyper::body::Body for BudgetedBody<B>
 where
-    B: hyper::body::Body + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = B::Data;
@@ -195,6 +234,16 @@ where
         if let Some(data) = frame.data_ref() {
             let len = data.remaining() as u64;
             if let Err(e) = self.reservation.grow_wire(len) {
+                return Poll::Ready(Some(Err(Box::new(status_of(&e)))));
+            }
+            let this = &mut *self;
+            let completed = this.messages.feed(data);
+            if completed > 0
+                && let Err(e) = this.reservation.grow(
+                    completed.saturating_mul(this.inflate_charge),
+                    "a compressed message, charged at ingest.max_body_bytes until inflated",
+                )
+            {
                 return Poll::Ready(Some(Err(Box::new(status_of(&e)))));
             }
         }
@@ -292,4 +341,38 @@ fn rewrite_oversize_status<RB>(mut response: HttpResponse<RB>) -> HttpResponse<R
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageFraming;
+
+    fn message(compressed: bool, len: usize) -> Vec<u8> {
+        let mut out = vec![u8::from(compressed)];
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend(std::iter::repeat_n(9u8, len));
+        out
+    }
+
+    #[test]
+    fn a_compressed_message_counts_once_when_its_last_byte_arrives() {
+        let bytes = message(true, 10);
+        let mut framing = MessageFraming::default();
+        let counts: Vec<u64> = bytes.chunks(1).map(|b| framing.feed(b)).collect();
+        assert_eq!(counts.iter().sum::<u64>(), 1);
+        assert_eq!(counts.last(), Some(&1), "charged with the completing byte");
+    }
+
+    #[test]
+    fn plain_and_empty_messages_are_not_charged_and_frames_may_split_anywhere() {
+        let mut bytes = message(false, 3);
+        bytes.extend(message(true, 0));
+        bytes.extend(message(true, 7));
+        bytes.extend(message(false, 0));
+        for split in 1..bytes.len() {
+            let mut framing = MessageFraming::default();
+            let (a, b) = bytes.split_at(split);
+            assert_eq!(framing.feed(a) + framing.feed(b), 2, "split at {split}");
+        }
+    }
 }

@@ -169,6 +169,10 @@ fn connection_builder(protocols: Protocols, limits: &ServeLimits) -> auto::Build
     builder
 }
 
+/// How long an idle connection being closed gets to finish the close handshake (it has no
+/// request in flight, so nothing is cut short).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 async fn serve_connection<S, B>(
     stream: tokio::net::TcpStream,
     builder: auto::Builder<TokioExecutor>,
@@ -206,19 +210,23 @@ async fn serve_connection<S, B>(
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let mut closing = false;
+    // A graceful close (HTTP/2: GOAWAY, then a PING the client must answer) waits for the
+    // client's cooperation; the deadline ends the connection without it.
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let result = loop {
+        let closing = deadline.is_some();
         tokio::select! {
             result = connection.as_mut() => break result,
             _ = shutdown.cancelled(), if !closing => {
-                closing = true;
+                deadline = Some(Box::pin(tokio::time::sleep(limits.grace)));
                 connection.as_mut().graceful_shutdown();
             }
             _ = activity.idle_for(limits.idle_timeout), if !closing => {
-                closing = true;
+                deadline = Some(Box::pin(tokio::time::sleep(IDLE_CLOSE_GRACE)));
                 metrics.closed("idle");
                 connection.as_mut().graceful_shutdown();
             }
+            _ = async { deadline.as_mut().expect("closing").await }, if closing => break Ok(()),
         }
     };
     if activity.write_timed_out() {

@@ -16,6 +16,7 @@ pub mod fd_limit;
 pub mod grpc;
 pub mod host_check;
 pub mod http;
+pub mod linger;
 pub mod metrics;
 pub mod otlp;
 pub mod traces;

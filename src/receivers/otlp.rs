@@ -149,6 +149,20 @@ fn output_estimate(body_len: usize, spans: u64) -> u64 {
         .saturating_add(spans.saturating_mul(1024))
 }
 
+/// What decoding `body` and converting its spans may allocate at most, charged before either
+/// starts: the decoded request ([`decoded_size`]) plus the runs made of it. Protobuf that is
+/// not even well-formed is refused here (400), before anything is built.
+pub fn decoding_charge(body: &[u8], encoding: OtlpEncoding) -> Result<u64, ApiError> {
+    let estimate = match encoding {
+        OtlpEncoding::Protobuf => decoded_size::protobuf_estimate(body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        OtlpEncoding::Json => decoded_size::json_estimate(body),
+    };
+    Ok(estimate
+        .heap
+        .saturating_add(output_estimate(body.len(), estimate.spans)))
+}
+
 /// Decodes `body` and converts its spans (the decoded request is dropped here, on the caller's
 /// thread). What decoding and converting will build is charged to `reservation` first.
 fn decode_and_convert(
@@ -158,15 +172,8 @@ fn decode_and_convert(
     prefix: &[u8],
     reservation: &SharedReservation,
 ) -> Result<ConvertedRecords, ApiError> {
-    let estimate = match encoding {
-        OtlpEncoding::Protobuf => decoded_size::protobuf_estimate(body)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        OtlpEncoding::Json => decoded_size::json_estimate(body),
-    };
     reservation.grow(
-        estimate
-            .heap
-            .saturating_add(output_estimate(body.len(), estimate.spans)),
+        decoding_charge(body, encoding)?,
         "the decoded spans and the runs made of them",
     )?;
     let request = decode_request(body, encoding)?;

@@ -97,6 +97,7 @@ pub struct SidecarBuilder {
     overrides: toml::Table,
     env: Vec<(String, String)>,
     health_timeout: Duration,
+    nofile: Option<u64>,
 }
 
 impl SidecarBuilder {
@@ -109,6 +110,7 @@ impl SidecarBuilder {
             overrides: toml::Table::new(),
             env: Vec::new(),
             health_timeout: HEALTH_TIMEOUT,
+            nofile: None,
         }
     }
 
@@ -163,6 +165,13 @@ impl SidecarBuilder {
     pub fn small_buffer(self) -> Self {
         self.set("buffer.segment_bytes", 16 * 1024)
             .set("buffer.max_bytes", 64 * 1024)
+    }
+
+    /// Runs the process with this file-descriptor limit, soft and hard (`ulimit -n` in `sh`,
+    /// which then `exec`s the binary: the pid is the sidecar's).
+    pub fn nofile_limit(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
     }
 
     /// How long to wait for `/healthz`.
@@ -234,6 +243,7 @@ level = "dynamiq_sidecar=debug,info"
             access_key: self.access_key,
             env: self.env,
             health_timeout: self.health_timeout,
+            nofile: self.nofile,
             starts: 0,
             dir: Some(dir),
         }
@@ -266,6 +276,7 @@ pub struct Sidecar {
     access_key: Option<String>,
     env: Vec<(String, String)>,
     health_timeout: Duration,
+    nofile: Option<u64>,
     starts: u32,
     dir: Option<tempfile::TempDir>,
 }
@@ -334,7 +345,16 @@ impl Sidecar {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "sidecar already running");
         let program = bin();
-        let mut cmd = Command::new(&program);
+        let mut cmd = match self.nofile {
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&program);
+                sh
+            }
+            None => Command::new(&program),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)
@@ -543,6 +563,37 @@ impl Sidecar {
             acked.extend(super::batches::ids(&batch));
         }
         acked
+    }
+
+    /// The sum of every `/metrics` series named `name` whose labels include each of `labels`
+    /// (`k="v"` strings); 0 when there is none.
+    pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (series_name, series_labels) = match series.split_once('{') {
+                    Some((n, rest)) => (n, rest),
+                    None => (series, ""),
+                };
+                (series_name == name && labels.iter().all(|want| series_labels.contains(want)))
+                    .then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
+    /// The process's peak resident set (`VmHWM` in `/proc/<pid>/status`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.pid().expect("sidecar running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("VmHWM")
+            * 1024
     }
 
     /// `GET /metrics` body (panics unless 200).
