@@ -345,6 +345,20 @@ def assert_grpc_exposed(c: dict, values: dict, host_port: bool) -> None:
         assert grpc[0].get("hostPort") == grpc[0]["containerPort"], "apps reach gRPC at status.hostIP"
 
 
+def assert_allowed_hosts(cfg: dict, workload: dict, values: dict, gateway: bool) -> None:
+    """Clients reach an exposed sidecar by its Service's names: the Host check must take them."""
+    given = values.get("config", {}).get("ingest", {}).get("allowed_hosts")
+    hosts = cfg["ingest"]["allowed_hosts"]
+    if given is not None:
+        assert hosts == given, hosts
+        return
+    name, ns = workload["metadata"]["name"], workload["metadata"].get("namespace", "obs")
+    want = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    if gateway:
+        want += [f"*.{name}-headless.{ns}.svc", f"*.{name}-headless.{ns}.svc.cluster.local"]
+    assert hosts == want, hosts
+
+
 def check_daemonset(case: str, objs: list[dict], kube: str, values: dict) -> None:
     ds = one(objs, "DaemonSet")
     spec = pod_spec(ds)
@@ -357,6 +371,7 @@ def check_daemonset(case: str, objs: list[dict], kube: str, values: dict) -> Non
     if values.get("daemonset", {}).get("hostPort", True):
         assert http.get("hostPort") == 4318, "apps reach it at status.hostIP:4318"
     assert_grpc_exposed(c, values, host_port=values.get("daemonset", {}).get("hostPort", True))
+    assert_allowed_hosts(cfg, ds, values, gateway=False)
     buf = volume(spec, "dynamiq-sidecar-buffer")
     btype = values.get("daemonset", {}).get("buffer", {}).get("type", "hostPath")
     if btype == "hostPath":
@@ -407,6 +422,7 @@ def check_gateway(case: str, objs: list[dict], kube: str, values: dict) -> None:
     assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
     assert main["spec"]["selector"] == labels and main["spec"]["ports"][0]["targetPort"] == "http"
     assert_grpc_exposed(c, values, host_port=False)
+    assert_allowed_hosts(cfg, sts, values, gateway=True)
     if values.get("ports", {}).get("exposeGrpc", True):
         assert "grpc" in [p["name"] for p in main["spec"]["ports"]], "OTLP/gRPC through the Service"
     auto = values.get("gateway", {}).get("autoscaling", {}).get("enabled", False)

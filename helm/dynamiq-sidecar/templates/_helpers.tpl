@@ -231,6 +231,9 @@ Only the units up to days are accepted, the same set values.schema.json allows.
 {{- . -}}
 {{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
 {{- int64 . -}}
+{{- else if kindIs "slice" . -}}
+{{- /* A list of strings (e.g. ingest.allowed_hosts): a JSON array is a TOML array. */ -}}
+{{- toJson . -}}
 {{- else -}}
 {{- toString . | toJson -}}
 {{- end -}}
@@ -247,6 +250,17 @@ Only the units up to days are accepted, the same set values.schema.json allows.
 {{- $_ := set $cfg.ingest "grpc_addr" (printf "%s:%d" $host (int64 .v.ports.grpc)) -}}
 {{- if include "dynamiq-sidecar.exposed" . -}}
 {{- $_ := set $cfg.ingest "auth_token_file" (printf "%s/token" (include "dynamiq-sidecar.tokenDir" .)) -}}
+{{- /* Clients name the Service (and, behind the gateway's headless Service, a pod): the Host
+     check (DNS rebinding) must accept those names. IP literals (status.hostIP) always pass. */ -}}
+{{- if not (hasKey $cfg.ingest "allowed_hosts") -}}
+{{- $svc := include "dynamiq-sidecar.fullname" . -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $hosts := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- if eq .v.mode "gateway" -}}
+{{- $hosts = concat $hosts (list (printf "*.%s-headless.%s.svc" $svc $ns) (printf "*.%s-headless.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end -}}
+{{- $_ := set $cfg.ingest "allowed_hosts" $hosts -}}
+{{- end -}}
 {{- end -}}
 {{- if include "dynamiq-sidecar.needsKey" . -}}
 {{- $_ := set $cfg.upstream "access_key_file" (printf "%s/access-key" (include "dynamiq-sidecar.accessKeyDir" .)) -}}
