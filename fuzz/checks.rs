@@ -117,15 +117,22 @@ pub fn segment_recovery_invariants(data: &[u8]) {
 }
 
 /// OTLP decoding and span → run conversion: the protobuf and the JSON decoder never panic on
-/// any bytes; for whatever decodes, every span is either converted or rejected (never both,
-/// never lost), and every run made passes the collector's validation within its depth limit.
+/// any bytes, nor does the size pre-scan, which accepts whatever the decoder accepts; for
+/// whatever decodes, every span is either converted or rejected (never both, never lost), and
+/// every run made passes the collector's validation within its depth limit.
 pub fn otlp_decode_invariants(data: &[u8]) {
     use dynamiq_sidecar::convert::{SpanConvertOptions, convert_request, count_spans};
-    use dynamiq_sidecar::receivers::otlp::{OtlpEncoding, decode_request};
+    use dynamiq_sidecar::receivers::otlp::{OtlpEncoding, decode_request, decoding_charge};
     for encoding in [OtlpEncoding::Protobuf, OtlpEncoding::Json] {
+        // The pre-decode walk never panics, and never refuses what the decoder accepts.
+        let charge = decoding_charge(data, encoding);
         let Ok(request) = decode_request(data, encoding) else {
             continue;
         };
+        assert!(
+            charge.is_ok(),
+            "the size pre-scan refused a decodable request: {charge:?}"
+        );
         let converted = convert_request(&request, &SpanConvertOptions::default());
         assert_eq!(
             converted.runs.len() as u64 + converted.rejected_spans,
