@@ -53,6 +53,9 @@
 //! - **Visibility**: a record becomes readable only after its group is durable per the
 //!   policy; readers never read past a segment's published length, so they never see a
 //!   partially written record.
+//! - **Bounded numbers**: every `seq` is at most [`MAX_SEQ`]; a larger one read from disk
+//!   (record, cursor, segment name) is corruption, and an append that would pass it is refused
+//!   (`SequenceExhausted`), so no sequence arithmetic wraps.
 //! - **Ordering**: `seq` is strictly increasing in log order and never reused, across
 //!   restarts too: at open, next seq = max(last valid record + 1, name of the last segment,
 //!   highest acknowledgement in any cursor file + 1). The active segment is never deleted, so
@@ -122,6 +125,7 @@ use tokio::sync::oneshot;
 pub use inspect::{ConsumerReport, Export, InspectReport, SegmentReport, export, inspect};
 pub use metrics::DropReason;
 pub use reader::Reader;
+pub use record::MAX_SEQ;
 
 use housekeeper::HkMsg;
 use io::{Fs, RealFs};
@@ -183,6 +187,16 @@ pub enum AppendError {
     /// The buffer is closed. Not retryable.
     #[error("buffer is closed")]
     Closed,
+    /// The append's sequence numbers would pass [`MAX_SEQ`] (reachable only from a crafted or
+    /// damaged cursor or record that recovery still found plausible). Nothing was written. Never
+    /// retry: move the buffer directory aside (after `buffer export`) to start numbering afresh.
+    #[error(
+        "buffer sequence numbers exhausted (next would be {next_seq}, the largest is {MAX_SEQ}); move the buffer directory aside to start afresh"
+    )]
+    SequenceExhausted {
+        /// The number the append would have started at.
+        next_seq: u64,
+    },
 }
 
 /// What `open` found and repaired.

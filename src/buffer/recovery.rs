@@ -5,8 +5,10 @@
 //! corrupt region anywhere else is counted, copied to `corrupt/` and skipped (an invalid tail
 //! of an older segment is copied aside, then truncated); empty older segments are deleted;
 //! files that are not segments, cursors or the lock are left alone; a missing or corrupt cursor
-//! restarts its consumer from the oldest record. Only real I/O failures (cannot create or read
-//! the directory, permission denied) are errors.
+//! restarts its consumer from the oldest record. A sequence number above `MAX_SEQ` (in a
+//! record header, a cursor, a segment name) is such corruption, so nothing computed from what
+//! is on disk can wrap. Only real I/O failures (cannot create or read the directory, permission
+//! denied) are errors.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
@@ -17,6 +19,7 @@ use super::cursor::{self, CursorError};
 use super::io::{FILE_MODE, Fs, create_dir_all};
 use super::metrics::BufferMetrics;
 use super::reader::register_consumer;
+use super::record::MAX_SEQ;
 use super::scan::{ScanItem, Scanner};
 use super::segment::{self, SegmentMeta};
 use super::state::State;
@@ -201,7 +204,7 @@ pub(crate) fn scan_segment(
                     record.appended_at_ms,
                 );
                 on_record(record.seq, record.appended_at_ms);
-                expected = record.seq + 1;
+                expected = record.seq.saturating_add(1);
             }
             ScanItem::Corrupt { start, end } => pending = Some((start, end)),
             ScanItem::Tail { start, end } => {
@@ -318,12 +321,14 @@ pub(crate) fn recover(
         register_consumer(&mut state, consumer, persisted);
     }
 
+    // Every input is at most MAX_SEQ (larger values were treated as corrupt), so this is at most
+    // MAX_SEQ + 1: then the writer refuses appends (`SequenceExhausted`) rather than wrap.
     let last_segment = state.segments.keys().next_back().copied();
     let next_seq = last_seq
         .saturating_add(1)
         .max(max_acked.saturating_add(1))
         .max(last_segment.unwrap_or(1));
-    state.last_seq = next_seq - 1;
+    state.last_seq = next_seq.saturating_sub(1);
 
     let active = match last_segment {
         Some(id) => {
@@ -333,15 +338,13 @@ pub(crate) fn recover(
             ActiveSegment { id, file, len }
         }
         None => {
-            let path = segment::path(dir, next_seq);
+            // A segment name is a sequence number too (never above MAX_SEQ).
+            let id = next_seq.min(MAX_SEQ);
+            let path = segment::path(dir, id);
             let file = fs.open_append(&path).map_err(io_error(&path))?;
             fs.sync_dir(dir).map_err(io_error(dir))?;
-            state.segments.insert(next_seq, SegmentMeta::new(next_seq));
-            ActiveSegment {
-                id: next_seq,
-                file,
-                len: 0,
-            }
+            state.segments.insert(id, SegmentMeta::new(id));
+            ActiveSegment { id, file, len: 0 }
         }
     };
     report.segments = state.segments.len();
