@@ -3,6 +3,9 @@
 //!
 //! # Files (all in `buffer.path`, created 0700; every file 0600)
 //!
+//! A `buffer.path` that group or others can reach is made 0700 at open, with the files in it
+//! (see [`crate::private_fs`]); open fails with a clear error if that chmod is refused.
+//!
 //! ```text
 //!  LOCK                          flock()ed by the running sidecar (second opener: Locked)
 //!  00000000000000000001.seg      segments, named after the seq that was next at creation,
@@ -10,6 +13,8 @@
 //!  cursor-dynamiq                acknowledgement cursor of consumer "dynamiq" (20 bytes)
 //!  cursor-otlp.tmp               transient: a cursor being replaced (deleted at start-up)
 //!  corrupt/<seg>-<offset>.bin    copies of corrupt regions found (forensics; never read)
+//!  dead-letter/ forward-state/ query-state/   kept here by forward::deadletter, forward::dedup
+//!                                and query::snapshot (same modes)
 //! ```
 //!
 //! Record (see `record.rs`; 32-byte header, little-endian):

@@ -12,11 +12,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::cursor::{self, CursorError};
-use super::io::{FILE_MODE, Fs, create_dir_all};
+use super::io::Fs;
 use super::metrics::BufferMetrics;
 use super::reader::register_consumer;
 use super::record::MAX_SEQ;
@@ -25,6 +25,7 @@ use super::segment::{self, SegmentMeta};
 use super::state::State;
 use super::writer::ActiveSegment;
 use super::{BufferError, RecoveryReport};
+use crate::private_fs::{self, create_dir_all, file_options};
 
 /// Name of the lock file.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -93,12 +94,7 @@ pub(crate) fn quarantine(
     let qdir = dir.join(CORRUPT_DIR);
     create_dir_all(&qdir)?;
     let path = qdir.join(format!("{seg:020}-{start:020}.bin"));
-    let mut out = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(&path)
-    {
+    let mut out = match file_options().write(true).create_new(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
@@ -137,12 +133,11 @@ pub(crate) struct Recovered {
 /// Takes the exclusive lock on `dir/LOCK`.
 fn lock(dir: &Path) -> Result<File, BufferError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = file_options()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .mode(FILE_MODE)
         .open(&path)
         .map_err(io_error(&path))?;
     // `File::try_lock` (flock(LOCK_EX | LOCK_NB) on Unix) is std since Rust 1.89, while the
@@ -221,14 +216,15 @@ pub(crate) fn scan_segment(
     Ok(out)
 }
 
-/// Recovers the buffer in `dir` (creating it if missing) for `consumers`.
+/// Recovers the buffer in `dir` (creating it if missing, making it private) for `consumers`.
 pub(crate) fn recover(
     dir: &Path,
     fs: &dyn Fs,
     consumers: &[&str],
     metrics: &BufferMetrics,
 ) -> Result<Recovered, BufferError> {
-    create_dir_all(dir).map_err(io_error(dir))?;
+    // Created 0700, or tightened to it (with the files in it) if group or others can reach it.
+    private_fs::ensure_private_dir(dir).map_err(io_error(dir))?;
     let lock = lock(dir)?;
     let listing = list(dir)?;
     let mut report = RecoveryReport {

@@ -1045,6 +1045,24 @@ async fn files_are_private() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_makes_a_loose_buffer_directory_and_its_files_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (b, _) = open(&cfg, &["dynamiq"]);
+    b.append(vec![payload(0, 10)]).await.unwrap();
+    b.close().await.unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let seg = segment_files(&cfg.path)[0].clone();
+    fs::set_permissions(&cfg.path, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
+    let (b, report) = open(&cfg, &["dynamiq"]);
+    assert_eq!(report.records, 1);
+    assert_eq!(mode(&cfg.path), 0o700);
+    assert_eq!(mode(&seg), 0o600);
+    b.close().await.unwrap();
+}
+
 #[test]
 fn open_reports_a_real_io_problem_as_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -1505,7 +1523,7 @@ async fn a_full_buffer_makes_a_lagging_yielding_consumer_skip_instead_of_refusin
 
 /// Writes `bytes` as segment `id` of a fresh buffer directory (created like the buffer does).
 fn craft_segment(cfg: &BufferConfig, id: u64, bytes: &[u8]) {
-    super::io::create_dir_all(&cfg.path).unwrap();
+    crate::private_fs::create_dir_all(&cfg.path).unwrap();
     fs::write(segment::path(&cfg.path, id), bytes).unwrap();
 }
 
@@ -1571,7 +1589,7 @@ async fn appends_past_max_seq_are_refused_and_nothing_wraps_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     // A plausible cursor two short of the end: the numbering resumes after it.
-    super::io::create_dir_all(&cfg.path).unwrap();
+    crate::private_fs::create_dir_all(&cfg.path).unwrap();
     fs::write(cfg.path.join("cursor-dynamiq"), cursor::encode(MAX_SEQ - 2)).unwrap();
     let (b, _) = open(&cfg, &["dynamiq"]);
     let r = b.append(payloads(0..3, 10)).await;
