@@ -106,3 +106,76 @@ fn every_file_under_the_buffer_path_is_private_and_a_loose_directory_is_tightene
         assert_eq!(*mode, want, "{} is {mode:04o}", path.display());
     }
 }
+
+const URL_PASSWORD: &str = "s3cretURLpass";
+
+/// Scenario: `upstream.url`, `query.upstream_url` and `outputs.otlp.endpoint` carry
+/// `user:password@` and point at a closed loopback port; `check-config` prints the config (and
+/// rejects a broken variant); the sidecar runs, retries a batch against the closed port for a
+/// while (connection errors logged at debug), answers a passthrough request, and stops.
+/// Guarantees: the password appears nowhere in `check-config`'s output, its error, or the
+/// sidecar's stdout/stderr, while the URLs themselves (host and port) are still shown.
+#[test]
+fn credentials_in_configured_urls_never_reach_logs_or_check_config() {
+    let port = support::sidecar::free_port(); // nothing listens there
+    let url = format!("http://user:{URL_PASSWORD}@127.0.0.1:{port}");
+    let mut sidecar = Sidecar::builder(&url)
+        .set("shutdown.drain_timeout", "1s")
+        .merge_str(&format!(
+            "[outputs.otlp]\nendpoint = \"{url}\"\ntimeout = \"1s\"\n"
+        ))
+        .start();
+    let mut shown = Vec::new();
+    let check = |config: &Path| {
+        let out = std::process::Command::new(support::sidecar::bin())
+            .args(["check-config", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, text) = check(sidecar.config_path());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("http://***@127.0.0.1:{port}")),
+        "{text}"
+    );
+    shown.push(text);
+    let broken = sidecar.dir().join("broken.toml");
+    let config = std::fs::read_to_string(sidecar.config_path()).unwrap();
+    std::fs::write(
+        &broken,
+        config.replacen(&format!("127.0.0.1:{port}"), "127.0.0.1:notaport", 1),
+    )
+    .unwrap();
+    let (code, text) = check(&broken);
+    assert_eq!(code, Some(2), "{text}");
+    shown.push(text);
+
+    assert_eq!(sidecar.post_runs(&batches::batch("held", 2)).0, 200);
+    shown.push(sidecar.request("GET", "/api/v1/projects", &[], &[]).text());
+    let hostport = format!("127.0.0.1:{port}");
+    support::wait_until(
+        "connection errors naming the upstream in the log",
+        Duration::from_secs(20),
+        || {
+            let logs = sidecar.logs();
+            logs.matches(&hostport).count() >= 4 && logs.contains("OTLP output started")
+        },
+    );
+    sidecar.terminate();
+    shown.push(sidecar.logs());
+    for (i, text) in shown.iter().enumerate() {
+        assert!(
+            !text.contains(URL_PASSWORD),
+            "the URL password surfaced in output #{i}:\n{text}"
+        );
+    }
+}
