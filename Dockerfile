@@ -40,7 +40,7 @@ RUN apt-get update \
  && groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin nonroot \
- && install -d -o 65532 -g 65532 -m 0750 /var/lib/dynamiq-sidecar
+ && install -d -o 65532 -g 65532 -m 0700 /var/lib/dynamiq-sidecar
 COPY --from=build /out/dynamiq-sidecar /usr/local/bin/dynamiq-sidecar
 COPY --from=build /out/dynamiq-sidecar.toml /etc/dynamiq-sidecar/dynamiq-sidecar.toml
 LABEL org.opencontainers.image.title="dynamiq-sidecar" \

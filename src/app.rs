@@ -336,7 +336,7 @@ pub async fn run_with(
     tracing::info!(
         http_addr = ?addr,
         grpc_addr = %config.ingest.grpc_addr,
-        upstream = %config.upstream.url,
+        upstream = %crate::secret::redact_url(&config.upstream.url),
         fsync = ?config.buffer.fsync,
         when_full = ?config.buffer.when_full,
         "dynamiq-sidecar listening"

@@ -9,7 +9,8 @@
 //! typo never silently falls back to a default.
 //!
 //! Secrets: the access key and the inbound token are never part of `Config`'s `Debug`/`Serialize`
-//! output (`check-config` prints a redacted view).
+//! output (`check-config` prints a redacted view); nor are OTLP header values, and URLs are
+//! serialized and quoted in errors with their credentials as `***` ([`redact_url`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::secret::redact_url;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "DYNAMIQ_SIDECAR_";
@@ -110,12 +113,18 @@ impl Serialize for OtlpHeaders {
     }
 }
 
+/// A URL as `check-config` prints it: credentials as `***`.
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
 /// `[outputs.otlp]`: the OTLP output (CONTRACT §8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpOutputConfig {
     /// Where spans go. For `http/protobuf`, `/v1/traces` is appended unless the URL already has
     /// a path; for `grpc`, the scheme, host and port are used.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub endpoint: String,
     /// `http/protobuf` (default) or `grpc`.
     pub protocol: OtlpProtocol,
@@ -353,6 +362,7 @@ pub enum AuthMode {
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Base URL of the collector; runs go to `{url}/v1/traces`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// File holding the project-scoped access key (re-read when it changes). Empty: use
     /// `DYNAMIQ_ACCESS_KEY`.
@@ -509,6 +519,7 @@ impl Default for ForwardConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// Where `GET /api/*` is forwarded.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub upstream_url: String,
     /// How long traces stay visible locally.
     #[serde(with = "duration_str")]
@@ -714,12 +725,13 @@ impl Config {
         if let Some(otlp) = &self.outputs.otlp {
             let key = "outputs.otlp.endpoint";
             let url = &otlp.endpoint;
+            let shown = redact_url(url);
             let parsed = reqwest::Url::parse(url)
-                .map_err(|e| err(key, format!("not a valid URL ({e}): {url:?}")))?;
+                .map_err(|e| err(key, format!("not a valid URL ({e}): {shown:?}")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                 return Err(err(
                     key,
-                    format!("must be an http:// or https:// URL with a host, got {url:?}"),
+                    format!("must be an http:// or https:// URL with a host, got {shown:?}"),
                 ));
             }
             for name in otlp.headers.0.keys() {
@@ -810,12 +822,13 @@ impl Config {
             ("upstream.url", &self.upstream.url),
             ("query.upstream_url", &self.query.upstream_url),
         ] {
+            let shown = redact_url(url);
             let parsed = reqwest::Url::parse(url)
-                .map_err(|e| err(key, format!("not a valid URL ({e}): {url:?}")))?;
+                .map_err(|e| err(key, format!("not a valid URL ({e}): {shown:?}")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                 return Err(err(
                     key,
-                    format!("must be an http:// or https:// URL with a host, got {url:?}"),
+                    format!("must be an http:// or https:// URL with a host, got {shown:?}"),
                 ));
             }
         }
@@ -1189,6 +1202,28 @@ mod tests {
         let c = load("", &[("DYNAMIQ_ACCESS_KEY", "sk-secret-123")]).unwrap();
         assert!(!c.to_toml().contains("sk-secret-123"));
         assert!(!format!("{c:?}").contains("sk-secret-123"));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted_in_the_rendered_config_and_in_errors() {
+        let c = load(
+            "[upstream]\nurl = \"https://user:s3cret@collector.example\"\n[query]\nupstream_url = \"https://user:s3cret@api.example/\"\n[outputs.otlp]\nendpoint = \"http://u:s3cret@tempo:4318\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.upstream.url, "https://user:s3cret@collector.example");
+        let text = c.to_toml();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("https://***@collector.example"), "{text}");
+        assert!(text.contains("http://***@tempo:4318"), "{text}");
+        for bad in [
+            "[upstream]\nurl = \"ftp://user:s3cret@x\"\n",
+            "[query]\nupstream_url = \"https://user:s3cret@\"\n",
+            "[outputs.otlp]\nendpoint = \"https://u:s3cret@ho st\"\n",
+        ] {
+            let e = load(bad, &[]).unwrap_err().to_string();
+            assert!(!e.contains("s3cret") && e.contains("***@"), "{e}");
+        }
     }
 
     #[test]

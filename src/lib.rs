@@ -32,7 +32,8 @@
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
 //! - [`query`]: the in-memory trace index, the query API and the `/api/*` passthrough.
 //! - [`cli`], [`tools`]: the command line and the offline buffer tools; [`state_file`]: small
-//!   checksummed state files written atomically.
+//!   checksummed state files written atomically; [`private_fs`]: everything under
+//!   `buffer.path` is created 0600/0700, and a loose buffer directory is tightened.
 
 pub mod admin;
 pub mod app;
@@ -43,6 +44,7 @@ pub mod convert;
 pub mod forward;
 pub mod model;
 pub mod outputs;
+pub mod private_fs;
 pub mod query;
 pub mod receivers;
 pub mod secret;

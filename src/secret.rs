@@ -10,10 +10,15 @@
 //! empty keeps the last good key (one warning per bad spell, not one per poll). Kubernetes Secret
 //! rotations (an atomic symlink swap of `..data`) are handled by simply re-reading the path.
 //!
+//! Also here: [`redact_url`] and [`redact_reqwest_error`], the one way a configured URL
+//! (`upstream.url`, `query.upstream_url`, `outputs.otlp.endpoint`) reaches a log line, an error
+//! or `check-config`: credentials in it (`https://user:pass@host`) show as `***`.
+//!
 //! Fails: at start, a configured key file that cannot be read or is empty is a
 //! [`ConfigError`] naming `upstream.access_key_file`. No key at all (no file, no environment
 //! variable) is not an error here: the forwarder holds delivery and says so.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -233,9 +238,91 @@ impl KeyProvider {
     }
 }
 
+/// `url` with its userinfo (`user:password@`) replaced by `***@`, e.g.
+/// `https://***@collector.example/`: how a configured URL is shown in logs, errors and
+/// `check-config`. Works on any text, since a URL that does not parse may still hold a
+/// password; borrowed when there is nothing to hide.
+pub fn redact_url(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => Cow::Owned(format!("{}***{}", &url[..start], &rest[at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `e` with the userinfo of its URL removed. `reqwest` already moves userinfo into an
+/// `Authorization` header for the requests it builds; this covers every other path (its
+/// messages name the URL).
+pub fn redact_reqwest_error(mut e: reqwest::Error) -> reqwest::Error {
+    if let Some(url) = e.url_mut() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_redacted_whatever_the_url_looks_like() {
+        for (url, shown) in [
+            (
+                "https://user:s3cret@host:8443/path?q=1",
+                "https://***@host:8443/path?q=1",
+            ),
+            ("https://s3cret@host", "https://***@host"),
+            ("http://a:b@c@host/x@y", "http://***@host/x@y"),
+            ("user:s3cret@host", "***@host"),
+            ("https://us er:s3cret@ho st", "https://***@ho st"),
+            ("https://host/a@b", "https://host/a@b"),
+            ("https://host?who=a@b", "https://host?who=a@b"),
+            (
+                "https://collector.getdynamiq.ai",
+                "https://collector.getdynamiq.ai",
+            ),
+            ("not a url", "not a url"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        assert!(matches!(
+            redact_url("https://host/"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reqwest_error_loses_the_credentials_of_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        crate::forward::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut req = client
+            .get(format!("http://127.0.0.1:{port}/x"))
+            .build()
+            .unwrap();
+        // Put the userinfo back as a URL built elsewhere would carry it.
+        req.url_mut().set_password(Some("s3cret")).unwrap();
+        req.url_mut().set_username("user").unwrap();
+        let e = client.execute(req).await.unwrap_err();
+        assert!(
+            e.to_string().contains("s3cret"),
+            "the test needs a URL with userinfo: {e}"
+        );
+        let e = redact_reqwest_error(e);
+        let shown = format!("{e} {e:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
+    }
 
     fn upstream_with_file(path: &Path, interval: Duration) -> UpstreamConfig {
         UpstreamConfig {

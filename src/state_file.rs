@@ -3,11 +3,14 @@
 //!
 //! Guarantees: [`write`] leaves either the old file or the complete new one (temporary file,
 //! fsync, rename, directory fsync); [`read`] returns the body only when its trailing CRC32
-//! matches, so a torn or corrupted file is reported, never half-loaded. These files are
-//! conveniences: callers log and ignore a bad one.
+//! matches, so a torn or corrupted file is reported, never half-loaded. Files are 0600 and a
+//! directory [`write`] creates is 0700 ([`crate::private_fs`]). These files are conveniences:
+//! callers log and ignore a bad one.
 
 use std::io::{self, Write};
 use std::path::Path;
+
+use crate::private_fs;
 
 /// Writes `body` plus its CRC32 to `path` atomically, creating the directory if needed.
 pub fn write(path: &Path, body: &[u8]) -> io::Result<()> {
@@ -20,13 +23,19 @@ pub fn write_with(
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        private_fs::create_dir_all(dir)?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
+    // A leftover temporary file would keep its mode; a fresh one is created 0600.
+    remove(Path::new(&tmp))?;
     {
+        let file = private_fs::file_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         let mut w = CrcWriter {
-            inner: io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?),
+            inner: io::BufWriter::with_capacity(1 << 16, file),
             crc: crc32fast::Hasher::new(),
         };
         fill(&mut w)?;
@@ -125,5 +134,27 @@ mod tests {
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert!(read(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn state_files_and_their_directory_are_private_even_over_a_loose_leftover() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/s.bin");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("state/s.bin.tmp"), b"old").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("state/s.bin.tmp"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        write(&path, b"x").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let fresh = dir.path().join("new/deeper/s.bin");
+        write(&fresh, b"y").unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/deeper")), 0o700);
     }
 }

@@ -275,7 +275,10 @@ def assert_common(objs: list[dict], workload: dict, mode: str, values: dict) -> 
 
     # The buffer.
     bm = mount_for(c, "dynamiq-sidecar-buffer")
-    assert cfg["buffer"]["path"] == bm["mountPath"] == "/var/lib/dynamiq-sidecar", (cfg["buffer"], bm)
+    # buffer.path is a subdirectory of the mount: the sidecar creates it 0700 as its own (the
+    # volume's root may be root-owned and 0777/2775, which the sidecar would refuse).
+    assert bm["mountPath"] == "/var/lib/dynamiq-sidecar", bm
+    assert cfg["buffer"]["path"] == bm["mountPath"] + "/buffer", (cfg["buffer"], bm)
 
     # The grace period covers in-flight requests + the drain.
     need = seconds(cfg["ingest"].get("request_timeout", "30s")) + seconds(cfg["shutdown"].get("drain_timeout", "10s"))
@@ -382,6 +385,7 @@ def check_daemonset(case: str, objs: list[dict], kube: str, values: dict) -> Non
         # The one root process: chown only, nothing else.
         assert isc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]} and isc["allowPrivilegeEscalation"] is False
         assert init[0]["command"][0] == "chown"
+        assert init[0]["command"][-1] == mount_for(c, "dynamiq-sidecar-buffer")["mountPath"], "the mount point is chowned"
     elif btype == "pvc":
         assert buf["persistentVolumeClaim"]["claimName"] == values["daemonset"]["buffer"]["pvc"]["existingClaim"]
         assert mount_for(c, "dynamiq-sidecar-buffer").get("subPathExpr") == "$(NODE_NAME)"
@@ -764,7 +768,7 @@ def dockerfile() -> None:
     uid = values["securityContext"]["runAsUser"]
     R.check(f"USER {uid}:{uid} is the chart's runAsUser/runAsGroup",
             re.search(rf"^USER {uid}:{values['securityContext']['runAsGroup']}$", text, re.M) is not None)
-    R.check("VOLUME is the buffer path", re.search(r"^VOLUME /var/lib/dynamiq-sidecar$", text, re.M) is not None)
+    R.check("VOLUME is the image's buffer path and the chart's buffer mount", re.search(r"^VOLUME /var/lib/dynamiq-sidecar$", text, re.M) is not None)
     R.check("EXPOSE 4317 4318", re.search(r"^EXPOSE 4317 4318$", text, re.M) is not None)
     # The build stage rewrites buffer.path with sed: its pattern must still match the shipped file.
     sed = re.search(r"sed -e 's\|\^(.*?)\$\|(.*?)\|'", text)
@@ -826,10 +830,12 @@ def with_binary(binary: str, written: list[tuple[str, str]], tmp: Path) -> None:
     _, c = find_container(spec)
     text, _ = config_of(objs)
     run = tmp / "run"
-    (run / "buffer").mkdir(parents=True)
+    # A loose mount point, as a kubelet-made emptyDir is: the sidecar makes its buffer/ 0700.
+    (run / "volume").mkdir(parents=True, mode=0o777)
+    os.chmod(run / "volume", 0o777)
     (run / "access-key").write_text("sk-helm-test-not-a-real-key\n")
     text = text.replace("/run/secrets/dynamiq-sidecar/access-key/access-key", str(run / "access-key"))
-    text = text.replace('"/var/lib/dynamiq-sidecar"', json.dumps(str(run / "buffer")))
+    text = text.replace('"/var/lib/dynamiq-sidecar/buffer"', json.dumps(str(run / "volume" / "buffer")))
     (run / "sidecar.toml").write_text(text)
     log = open(run / "sidecar.log", "w")
     proc = subprocess.Popen([binary, "run", "--config", str(run / "sidecar.toml")], stdout=log, stderr=subprocess.STDOUT, env=clean_env())
@@ -860,6 +866,8 @@ def with_binary(binary: str, written: list[tuple[str, str]], tmp: Path) -> None:
         took = time.monotonic() - t0
         R.check(f"SIGTERM: exits {code} after {took:.1f}s, within terminationGracePeriodSeconds ({spec['terminationGracePeriodSeconds']})",
                 code == 0, (run / "sidecar.log").read_text()[-2000:])
+        bmode = (run / "volume" / "buffer").stat().st_mode & 0o7777
+        R.check(f"buffer.path inside a 0777 volume is created 0700 (got {bmode:04o})", bmode == 0o700)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,6 +9,7 @@
 //!  └─────────────────┴──────────────────┴─────────┘
 //! ```
 //! `acked_through = N`: every record with `seq <= N` is done for this consumer (0 = nothing).
+//! A value above [`MAX_SEQ`] is corrupt, like a bad checksum.
 //!
 //! Written as: write `cursor-<name>.tmp`, fsync it, rename over `cursor-<name>`, fsync the
 //! directory. A crash leaves either the old or the new cursor (plus maybe a stale `.tmp`, which
@@ -26,6 +27,7 @@ use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use super::io::Fs;
+use super::record::MAX_SEQ;
 
 /// Prefix of cursor files.
 pub(crate) const PREFIX: &str = "cursor-";
@@ -136,7 +138,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<u64, &'static str> {
     }
     let mut v = [0u8; 8];
     v.copy_from_slice(&b[8..16]);
-    Ok(u64::from_le_bytes(v))
+    let acked_through = u64::from_le_bytes(v);
+    if acked_through > MAX_SEQ {
+        return Err("acknowledged sequence number out of range");
+    }
+    Ok(acked_through)
 }
 
 /// Reads a cursor file: `Ok(None)` if it does not exist.
@@ -202,6 +208,14 @@ mod tests {
             read(dir.path(), "x"),
             Err(CursorError::Corrupt { .. })
         ));
+        // Intact checksum, impossible value: corrupt too.
+        fs::write(&path, encode(u64::MAX)).unwrap();
+        assert!(matches!(
+            read(dir.path(), "x"),
+            Err(CursorError::Corrupt { reason, .. }) if reason.contains("out of range")
+        ));
+        fs::write(&path, encode(MAX_SEQ)).unwrap();
+        assert_eq!(read(dir.path(), "x").unwrap(), Some(MAX_SEQ));
     }
 
     #[test]

@@ -122,15 +122,21 @@ pub fn inspect(path: &Path) -> Result<InspectReport, BufferError> {
         let next_id = listing.segments.get(i + 1).copied();
         let consumers = &mut report.consumers;
         let (mut oldest, mut newest) = (report.oldest_record_ms, report.newest_record_ms);
-        let scan = scan_segment(&file, id, id.max(last_seq + 1), next_id, |seq, ts| {
-            for c in consumers.iter_mut() {
-                if seq > c.acked_through.unwrap_or(0) {
-                    c.pending_records += 1;
+        let scan = scan_segment(
+            &file,
+            id,
+            id.max(last_seq.saturating_add(1)),
+            next_id,
+            |seq, ts| {
+                for c in consumers.iter_mut() {
+                    if seq > c.acked_through.unwrap_or(0) {
+                        c.pending_records += 1;
+                    }
                 }
-            }
-            oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
-            newest = Some(newest.map_or(ts, |n: u64| n.max(ts)));
-        })
+                oldest = Some(oldest.map_or(ts, |o: u64| o.min(ts)));
+                newest = Some(newest.map_or(ts, |n: u64| n.max(ts)));
+            },
+        )
         .map_err(io_err(&seg_path))?;
         report.oldest_record_ms = oldest;
         report.newest_record_ms = newest;

@@ -3,18 +3,15 @@
 //! short writes, failing or slow fsyncs). Reads use `std::fs` directly: a read failure is handled
 //! like corruption or surfaced as an I/O error, and needs no injection seam.
 //!
-//! All files are created with mode 0600 (they may hold client keys), directories with 0700.
+//! All files are created with mode 0600 (they may hold client keys), directories with 0700
+//! (see [`crate::private_fs`]).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, ErrorKind, IoSlice, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Mode of every file the buffer creates.
-pub(crate) const FILE_MODE: u32 = 0o600;
-/// Mode of every directory the buffer creates.
-pub(crate) const DIR_MODE: u32 = 0o700;
+use crate::private_fs::file_options;
 
 /// A segment file opened for appending (`O_APPEND`: every write goes to the current end, so
 /// after [`AppendFile::set_len`] the next write lands at the new end).
@@ -68,19 +65,14 @@ impl AppendFile for RealFile {
 
 impl Fs for RealFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(FILE_MODE)
-            .open(path)?;
+        let f = file_options().create(true).append(true).open(path)?;
         Ok(Box::new(RealFile(f)))
     }
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut f = OpenOptions::new()
+        let mut f = file_options()
             .create(true)
             .write(true)
             .truncate(true)
-            .mode(FILE_MODE)
             .open(path)?;
         f.write_all(bytes)?;
         f.sync_all()
@@ -94,14 +86,6 @@ impl Fs for RealFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
-}
-
-/// Creates `path` and missing parents with mode 0700 (existing directories are left as they are).
-pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)
 }
 
 /// Whether `e` means the disk (or the quota) is full: treated like a full buffer, not a failure.
@@ -302,6 +286,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::FaultFs;
     use super::*;
+    use crate::private_fs::create_dir_all;
 
     #[test]
     fn short_writes_are_completed_by_write_all_vectored() {

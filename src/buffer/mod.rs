@@ -3,6 +3,9 @@
 //!
 //! # Files (all in `buffer.path`, created 0700; every file 0600)
 //!
+//! A `buffer.path` that group or others can reach is made 0700 at open, with the files in it
+//! (see [`crate::private_fs`]); open fails with a clear error if that chmod is refused.
+//!
 //! ```text
 //!  LOCK                          flock()ed by the running sidecar (second opener: Locked)
 //!  00000000000000000001.seg      segments, named after the seq that was next at creation,
@@ -10,6 +13,8 @@
 //!  cursor-dynamiq                acknowledgement cursor of consumer "dynamiq" (20 bytes)
 //!  cursor-otlp.tmp               transient: a cursor being replaced (deleted at start-up)
 //!  corrupt/<seg>-<offset>.bin    copies of corrupt regions found (forensics; never read)
+//!  dead-letter/ forward-state/ query-state/   kept here by forward::deadletter, forward::dedup
+//!                                and query::snapshot (same modes)
 //! ```
 //!
 //! Record (see `record.rs`; 32-byte header, little-endian):
@@ -53,6 +58,9 @@
 //! - **Visibility**: a record becomes readable only after its group is durable per the
 //!   policy; readers never read past a segment's published length, so they never see a
 //!   partially written record.
+//! - **Bounded numbers**: every `seq` is at most [`MAX_SEQ`]; a larger one read from disk
+//!   (record, cursor, segment name) is corruption, and an append that would pass it is refused
+//!   (`SequenceExhausted`), so no sequence arithmetic wraps.
 //! - **Ordering**: `seq` is strictly increasing in log order and never reused, across
 //!   restarts too: at open, next seq = max(last valid record + 1, name of the last segment,
 //!   highest acknowledgement in any cursor file + 1). The active segment is never deleted, so
@@ -122,6 +130,7 @@ use tokio::sync::oneshot;
 pub use inspect::{ConsumerReport, Export, InspectReport, SegmentReport, export, inspect};
 pub use metrics::DropReason;
 pub use reader::Reader;
+pub use record::MAX_SEQ;
 
 use housekeeper::HkMsg;
 use io::{Fs, RealFs};
@@ -183,6 +192,16 @@ pub enum AppendError {
     /// The buffer is closed. Not retryable.
     #[error("buffer is closed")]
     Closed,
+    /// The append's sequence numbers would pass [`MAX_SEQ`] (reachable only from a crafted or
+    /// damaged cursor or record that recovery still found plausible). Nothing was written. Never
+    /// retry: move the buffer directory aside (after `buffer export`) to start numbering afresh.
+    #[error(
+        "buffer sequence numbers exhausted (next would be {next_seq}, the largest is {MAX_SEQ}); move the buffer directory aside to start afresh"
+    )]
+    SequenceExhausted {
+        /// The number the append would have started at.
+        next_seq: u64,
+    },
 }
 
 /// What `open` found and repaired.

@@ -404,7 +404,8 @@ impl ReadJob {
 
     fn note_gap_before(&mut self, seq: u64) {
         if seq > self.pos.after_seq.saturating_add(1) {
-            self.gaps.push((self.pos.after_seq + 1, seq - 1));
+            self.gaps
+                .push((self.pos.after_seq.saturating_add(1), seq - 1));
         }
     }
 
@@ -419,7 +420,7 @@ impl ReadJob {
                 // Everything of this segment consumed: numbers it held that were not
                 // delivered are gone for good.
                 if let Some(last) = view.last_seq.filter(|&l| l > self.pos.after_seq) {
-                    self.note_gap_before(last + 1);
+                    self.note_gap_before(last.saturating_add(1));
                     self.pos.after_seq = last;
                 }
                 match view.next {

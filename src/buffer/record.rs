@@ -26,6 +26,12 @@ pub(crate) const MAGIC: [u8; 4] = [0xD9, 0x5B, 0xF1, 0x01];
 pub(crate) const HEADER_LEN: usize = 32;
 /// [`HEADER_LEN`] as a `u64`, for file offsets.
 pub(crate) const HEADER_LEN_U64: u64 = HEADER_LEN as u64;
+/// Largest sequence number the buffer hands out, and the largest it believes from disk (a
+/// record header, a cursor, a segment name): a larger value is corrupt (damaged or crafted) and
+/// takes the corruption path, so `seq + 1` and its kin can never wrap. 2^63 - 1 numbers last
+/// 29 000 years at ten million records a second; the writer refuses appends past it
+/// (`AppendError::SequenceExhausted`) rather than reuse a number.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Why bytes are not a valid record header or record. Never retried: the bytes are what they are;
 /// the caller skips them (corruption) or truncates them (torn tail).
@@ -43,6 +49,9 @@ pub(crate) enum RecordError {
     /// The payload does not match the checksum in the (valid) header.
     #[error("record payload checksum mismatch")]
     PayloadChecksum,
+    /// The header is intact but its `seq` is above [`MAX_SEQ`] (crafted or corrupt).
+    #[error("record sequence number above the largest the buffer uses")]
+    SeqOutOfRange,
 }
 
 /// A decoded record header.
@@ -77,7 +86,8 @@ impl Header {
         b
     }
 
-    /// Decodes and verifies a header from the first [`HEADER_LEN`] bytes of `buf`.
+    /// Decodes and verifies a header from the first [`HEADER_LEN`] bytes of `buf` (magic,
+    /// checksum, `seq <= MAX_SEQ`).
     pub fn decode(buf: &[u8]) -> Result<Header, RecordError> {
         let b: &[u8; HEADER_LEN] = buf
             .get(..HEADER_LEN)
@@ -90,9 +100,13 @@ impl Header {
         if crc32fast::hash(&b[0..28]) != stored {
             return Err(RecordError::HeaderChecksum);
         }
+        let seq = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        if seq > MAX_SEQ {
+            return Err(RecordError::SeqOutOfRange);
+        }
         Ok(Header {
             len: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-            seq: u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+            seq,
             appended_at_ms: u64::from_le_bytes([
                 b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23],
             ]),
@@ -225,6 +239,38 @@ mod tests {
             decode_record(&Bytes::from(bad)).map(|_| ()),
             Err(RecordError::PayloadChecksum)
         );
+    }
+
+    fn header_with(seq: u64, len: u32) -> [u8; HEADER_LEN] {
+        Header {
+            len,
+            seq,
+            appended_at_ms: 0,
+            payload_crc: 0,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn an_intact_header_with_a_sequence_number_above_max_seq_is_refused() {
+        assert_eq!(
+            Header::decode(&header_with(MAX_SEQ, 1)).unwrap().seq,
+            MAX_SEQ
+        );
+        for seq in [MAX_SEQ + 1, u64::MAX] {
+            assert_eq!(
+                Header::decode(&header_with(seq, 1)),
+                Err(RecordError::SeqOutOfRange)
+            );
+        }
+    }
+
+    #[test]
+    fn the_largest_length_a_header_can_claim_does_not_overflow_the_record_length() {
+        let h = Header::decode(&header_with(1, u32::MAX)).unwrap();
+        assert_eq!(h.record_len(), HEADER_LEN_U64 + u64::from(u32::MAX));
+        let short = Bytes::from(header_with(1, u32::MAX).to_vec());
+        assert_eq!(decode_record(&short).map(|_| ()), Err(RecordError::Short));
     }
 
     #[test]

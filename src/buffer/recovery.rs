@@ -5,23 +5,27 @@
 //! corrupt region anywhere else is counted, copied to `corrupt/` and skipped (an invalid tail
 //! of an older segment is copied aside, then truncated); empty older segments are deleted;
 //! files that are not segments, cursors or the lock are left alone; a missing or corrupt cursor
-//! restarts its consumer from the oldest record. Only real I/O failures (cannot create or read
-//! the directory, permission denied) are errors.
+//! restarts its consumer from the oldest record. A sequence number above `MAX_SEQ` (in a
+//! record header, a cursor, a segment name) is such corruption, so nothing computed from what
+//! is on disk can wrap. Only real I/O failures (cannot create or read the directory, permission
+//! denied) are errors.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::cursor::{self, CursorError};
-use super::io::{FILE_MODE, Fs, create_dir_all};
+use super::io::Fs;
 use super::metrics::BufferMetrics;
 use super::reader::register_consumer;
+use super::record::MAX_SEQ;
 use super::scan::{ScanItem, Scanner};
 use super::segment::{self, SegmentMeta};
 use super::state::State;
 use super::writer::ActiveSegment;
 use super::{BufferError, RecoveryReport};
+use crate::private_fs::{self, create_dir_all, file_options};
 
 /// Name of the lock file.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -90,12 +94,7 @@ pub(crate) fn quarantine(
     let qdir = dir.join(CORRUPT_DIR);
     create_dir_all(&qdir)?;
     let path = qdir.join(format!("{seg:020}-{start:020}.bin"));
-    let mut out = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(&path)
-    {
+    let mut out = match file_options().write(true).create_new(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
@@ -134,12 +133,11 @@ pub(crate) struct Recovered {
 /// Takes the exclusive lock on `dir/LOCK`.
 fn lock(dir: &Path) -> Result<File, BufferError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = file_options()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .mode(FILE_MODE)
         .open(&path)
         .map_err(io_error(&path))?;
     // `File::try_lock` (flock(LOCK_EX | LOCK_NB) on Unix) is std since Rust 1.89, while the
@@ -201,7 +199,7 @@ pub(crate) fn scan_segment(
                     record.appended_at_ms,
                 );
                 on_record(record.seq, record.appended_at_ms);
-                expected = record.seq + 1;
+                expected = record.seq.saturating_add(1);
             }
             ScanItem::Corrupt { start, end } => pending = Some((start, end)),
             ScanItem::Tail { start, end } => {
@@ -218,14 +216,15 @@ pub(crate) fn scan_segment(
     Ok(out)
 }
 
-/// Recovers the buffer in `dir` (creating it if missing) for `consumers`.
+/// Recovers the buffer in `dir` (creating it if missing, making it private) for `consumers`.
 pub(crate) fn recover(
     dir: &Path,
     fs: &dyn Fs,
     consumers: &[&str],
     metrics: &BufferMetrics,
 ) -> Result<Recovered, BufferError> {
-    create_dir_all(dir).map_err(io_error(dir))?;
+    // Created 0700, or tightened to it (with the files in it) if group or others can reach it.
+    private_fs::ensure_private_dir(dir).map_err(io_error(dir))?;
     let lock = lock(dir)?;
     let listing = list(dir)?;
     let mut report = RecoveryReport {
@@ -318,12 +317,14 @@ pub(crate) fn recover(
         register_consumer(&mut state, consumer, persisted);
     }
 
+    // Every input is at most MAX_SEQ (larger values were treated as corrupt), so this is at most
+    // MAX_SEQ + 1: then the writer refuses appends (`SequenceExhausted`) rather than wrap.
     let last_segment = state.segments.keys().next_back().copied();
     let next_seq = last_seq
         .saturating_add(1)
         .max(max_acked.saturating_add(1))
         .max(last_segment.unwrap_or(1));
-    state.last_seq = next_seq - 1;
+    state.last_seq = next_seq.saturating_sub(1);
 
     let active = match last_segment {
         Some(id) => {
@@ -333,15 +334,13 @@ pub(crate) fn recover(
             ActiveSegment { id, file, len }
         }
         None => {
-            let path = segment::path(dir, next_seq);
+            // A segment name is a sequence number too (never above MAX_SEQ).
+            let id = next_seq.min(MAX_SEQ);
+            let path = segment::path(dir, id);
             let file = fs.open_append(&path).map_err(io_error(&path))?;
             fs.sync_dir(dir).map_err(io_error(dir))?;
-            state.segments.insert(next_seq, SegmentMeta::new(next_seq));
-            ActiveSegment {
-                id: next_seq,
-                file,
-                len: 0,
-            }
+            state.segments.insert(id, SegmentMeta::new(id));
+            ActiveSegment { id, file, len: 0 }
         }
     };
     report.segments = state.segments.len();

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::record::MAX_SEQ;
+
 /// Suffix of segment files.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 const NAME_DIGITS: usize = 20;
@@ -28,13 +30,15 @@ pub(crate) fn path(dir: &Path, id: u64) -> PathBuf {
     dir.join(file_name(id))
 }
 
-/// The id of a segment file name, or `None` if `name` is not one (exactly 20 digits + `.seg`).
+/// The id of a segment file name, or `None` if `name` is not one (exactly 20 digits + `.seg`,
+/// at most [`MAX_SEQ`]: a larger name could hold no valid record, and is left alone like any
+/// unexpected file).
 pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|&id| id <= MAX_SEQ)
 }
 
 /// One sparse index entry: the record `seq` starts at `offset` and was appended at `ts_ms`.
@@ -147,8 +151,8 @@ impl SegmentMeta {
         self.index.note(first, offset, ts_ms);
         self.first_seq.get_or_insert(first);
         self.last_seq = last;
-        self.records += count;
-        self.len = self.len.max(offset + bytes);
+        self.records = self.records.saturating_add(count);
+        self.len = self.len.max(offset.saturating_add(bytes));
     }
 
     /// Records with `seq > acked` (exact unless a corrupt region hides a gap in the middle).
@@ -181,7 +185,9 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_sort_in_sequence_order() {
         assert_eq!(file_name(1), "00000000000000000001.seg");
-        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_file_name(&file_name(MAX_SEQ)), Some(MAX_SEQ));
+        assert_eq!(parse_file_name(&file_name(MAX_SEQ + 1)), None);
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), None);
         assert!(file_name(9) < file_name(10));
         for bad in [
             "1.seg",

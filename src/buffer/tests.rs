@@ -1045,6 +1045,24 @@ async fn files_are_private() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_makes_a_loose_buffer_directory_and_its_files_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (b, _) = open(&cfg, &["dynamiq"]);
+    b.append(vec![payload(0, 10)]).await.unwrap();
+    b.close().await.unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let seg = segment_files(&cfg.path)[0].clone();
+    fs::set_permissions(&cfg.path, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
+    let (b, report) = open(&cfg, &["dynamiq"]);
+    assert_eq!(report.records, 1);
+    assert_eq!(mode(&cfg.path), 0o700);
+    assert_eq!(mode(&seg), 0o600);
+    b.close().await.unwrap();
+}
+
 #[test]
 fn open_reports_a_real_io_problem_as_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -1501,4 +1519,102 @@ async fn a_full_buffer_makes_a_lagging_yielding_consumer_skip_instead_of_refusin
     );
     let pending = seqs(&drain(&mut primary).await);
     assert_eq!(pending.first().copied(), Some(31));
+}
+
+/// Writes `bytes` as segment `id` of a fresh buffer directory (created like the buffer does).
+fn craft_segment(cfg: &BufferConfig, id: u64, bytes: &[u8]) {
+    crate::private_fs::create_dir_all(&cfg.path).unwrap();
+    fs::write(segment::path(&cfg.path, id), bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intact_headers_with_an_impossible_sequence_number_or_length_are_corruption() {
+    use super::record::{HEADER_LEN_U64, Header, MAX_SEQ, encode_record};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    // Checksums right, values wrong: seq u64::MAX and MAX_SEQ + 1 (the next number would
+    // wrap), and a length of u32::MAX running far past the file.
+    let huge_len = Header {
+        len: u32::MAX,
+        seq: 3,
+        appended_at_ms: 0,
+        payload_crc: 0,
+    }
+    .encode();
+    let mut bytes = encode_record(1, 0, b"one");
+    bytes.extend(encode_record(u64::MAX, 0, b"wraps"));
+    bytes.extend(encode_record(MAX_SEQ + 1, 0, b"too far"));
+    bytes.extend(huge_len);
+    bytes.extend(encode_record(2, 0, b"two"));
+    craft_segment(&cfg, 1, &bytes);
+    let (b, report) = open(&cfg, &["dynamiq"]);
+    assert_eq!(report.records, 2);
+    assert!(report.corrupt_records >= 1);
+    assert_eq!(
+        report.corrupt_bytes,
+        bytes.len() as u64 - 2 * (HEADER_LEN_U64 + 3)
+    );
+    assert!(cfg.path.join("corrupt").is_dir(), "copied aside");
+    assert_eq!(b.append(vec![payload(9, 5)]).await.unwrap().first_seq, 3);
+    let mut r = b.reader("dynamiq");
+    assert_eq!(seqs(&drain(&mut r).await), [1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_or_segment_name_beyond_max_seq_is_corruption_not_the_next_number() {
+    use super::record::MAX_SEQ;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (b, _) = open(&cfg, &["dynamiq"]);
+    b.append(payloads(0..3, 10)).await.unwrap();
+    b.close().await.unwrap();
+    fs::write(cfg.path.join("cursor-dynamiq"), cursor::encode(u64::MAX)).unwrap();
+    fs::write(cfg.path.join("cursor-other"), cursor::encode(MAX_SEQ + 1)).unwrap();
+    fs::write(segment::path(&cfg.path, u64::MAX), b"").unwrap();
+    fs::write(segment::path(&cfg.path, MAX_SEQ + 1), b"").unwrap();
+    let (b, report) = open(&cfg, &["dynamiq"]);
+    assert_eq!(report.cursors_reset, 1);
+    assert_eq!(
+        report.ignored_files, 2,
+        "segments named past MAX_SEQ left alone"
+    );
+    assert_eq!(b.append(vec![payload(3, 10)]).await.unwrap().first_seq, 4);
+    let mut r = b.reader("dynamiq");
+    assert_eq!(seqs(&drain(&mut r).await), [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_past_max_seq_are_refused_and_nothing_wraps_across_a_reopen() {
+    use super::record::MAX_SEQ;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    // A plausible cursor two short of the end: the numbering resumes after it.
+    crate::private_fs::create_dir_all(&cfg.path).unwrap();
+    fs::write(cfg.path.join("cursor-dynamiq"), cursor::encode(MAX_SEQ - 2)).unwrap();
+    let (b, _) = open(&cfg, &["dynamiq"]);
+    let r = b.append(payloads(0..3, 10)).await;
+    assert!(
+        matches!(r, Err(AppendError::SequenceExhausted { next_seq }) if next_seq == MAX_SEQ - 1),
+        "{r:?}"
+    );
+    let last = b.append(payloads(0..2, 10)).await.unwrap();
+    assert_eq!((last.first_seq, last.last_seq), (MAX_SEQ - 1, MAX_SEQ));
+    let e = b.append(vec![payload(9, 10)]).await.unwrap_err();
+    assert!(e.to_string().contains("exhausted"), "{e}");
+    // An empty append needs no number.
+    b.append(Vec::new()).await.unwrap();
+    let mut r = b.reader("dynamiq");
+    assert_eq!(seqs(&drain(&mut r).await), [MAX_SEQ - 1, MAX_SEQ]);
+    r.ack(MAX_SEQ).unwrap();
+    drop(r);
+    b.close().await.unwrap();
+    let (b, report) = open(&cfg, &["dynamiq"]);
+    assert_eq!(report.cursors_reset, 0);
+    assert!(matches!(
+        b.append(vec![payload(9, 10)]).await,
+        Err(AppendError::SequenceExhausted { .. })
+    ));
+    let mut r = b.reader("dynamiq");
+    assert!(drain(&mut r).await.is_empty());
+    assert_eq!(r.acked(), MAX_SEQ);
 }

@@ -5,7 +5,8 @@
 //! segment was created) — however many appends it holds.
 //!
 //! A group is a small transaction:
-//! 1. plan: check bounds (dropping oldest segments or refusing with `Full`), assign sequence
+//! 1. plan: check bounds (dropping oldest segments or refusing with `Full`; refusing with
+//!    `SequenceExhausted` an append whose numbers would pass `MAX_SEQ`), assign sequence
 //!    numbers, split records over segments (rotation), encode headers;
 //! 2. execute: one vectored write per segment (payloads are not copied);
 //! 3. under `always`, fdatasync every segment written (and the directory if one was created);
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 use super::housekeeper::HkMsg;
 use super::io::{AppendFile, clone_error, is_no_space, write_all_vectored};
 use super::metrics::DropReason;
-use super::record::{HEADER_LEN, HEADER_LEN_U64, Header};
+use super::record::{HEADER_LEN, HEADER_LEN_U64, Header, MAX_SEQ};
 use super::segment::{self, SegmentMeta};
 use super::state::{Shared, now_ms};
 use super::{AppendError, Appended};
@@ -319,6 +320,17 @@ impl Writer {
         let mut seg_len = self.active.len;
         let mut rotate = self.poisoned;
         for req in reqs {
+            let count = req.payloads.len() as u64;
+            if plan
+                .end_seq
+                .checked_add(count)
+                .is_none_or(|end| end > MAX_SEQ + 1)
+            {
+                let _ = req.reply.send(Err(AppendError::SequenceExhausted {
+                    next_seq: plan.end_seq,
+                }));
+                continue;
+            }
             if let Err(e) = self.make_room(req.bytes, plan.bytes) {
                 let _ = req.reply.send(Err(e));
                 continue;

@@ -7,7 +7,7 @@
 //! mapping from an HTTP status to what the forwarder does next.
 //!
 //! Guarantees: the `Authorization` header is marked sensitive (never printed by the HTTP stack's
-//! debug output) and the key never appears in an error; redirects are not followed (a redirected
+//! debug output) and the key never appears in an error, nor do credentials in the URL; redirects are not followed (a redirected
 //! POST would silently become a GET); a response body is read only up to [`MAX_RESPONSE_BODY`].
 //!
 //! Fails: [`ClientError::Build`] when the client cannot be built (bad TLS setup),
@@ -24,7 +24,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::retry::parse_retry_after;
 use crate::config::{Compression, UpstreamConfig};
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_reqwest_error, redact_url};
 
 /// Most bytes of a response body kept (for the dead-letter store and logs).
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -71,7 +71,7 @@ pub enum ClientError {
     /// `upstream.url` is not a usable URL.
     #[error("upstream.url {url:?} is not a valid URL: {message}")]
     Url {
-        /// The configured URL.
+        /// The configured URL (credentials shown as `***`).
         url: String,
         /// What is wrong.
         message: String,
@@ -84,7 +84,7 @@ pub enum ClientError {
     Transport {
         /// Short class of the failure.
         kind: TransportKind,
-        /// The underlying error (its text names the URL, never the key).
+        /// The underlying error (its text names the URL without credentials, never the key).
         source: reqwest::Error,
     },
 }
@@ -180,7 +180,7 @@ impl UpstreamClient {
         install_crypto_provider();
         let endpoint_text = format!("{}{}", upstream.url.trim_end_matches('/'), TRACES_PATH);
         let endpoint = reqwest::Url::parse(&endpoint_text).map_err(|e| ClientError::Url {
-            url: upstream.url.clone(),
+            url: redact_url(&upstream.url).into_owned(),
             message: e.to_string(),
         })?;
         let http = build_http_client(
@@ -308,6 +308,7 @@ pub async fn read_response(mut resp: reqwest::Response) -> UpstreamResponse {
             Ok(None) => break,
             // The status is what matters; a body cut short is still a complete answer.
             Err(e) => {
+                let e = redact_reqwest_error(e);
                 tracing::debug!(error = %e, %status, "collector answer body cut short");
                 break;
             }
@@ -320,7 +321,7 @@ pub async fn read_response(mut resp: reqwest::Response) -> UpstreamResponse {
     }
 }
 
-/// Classifies a `reqwest` failure as a [`ClientError::Transport`].
+/// Classifies a `reqwest` failure as a [`ClientError::Transport`] (its URL without credentials).
 pub fn transport(source: reqwest::Error) -> ClientError {
     let kind = if source.is_timeout() {
         TransportKind::Timeout
@@ -329,7 +330,10 @@ pub fn transport(source: reqwest::Error) -> ClientError {
     } else {
         TransportKind::Other
     };
-    ClientError::Transport { kind, source }
+    ClientError::Transport {
+        kind,
+        source: redact_reqwest_error(source),
+    }
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {

@@ -30,7 +30,7 @@
 //! file), [`DeadLetterError::Append`] when the buffer refuses the replayed runs.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,7 @@ use serde_json::value::RawValue;
 use super::metrics::DeadLetterReason;
 use crate::buffer::Buffer;
 use crate::model::envelope;
+use crate::private_fs;
 
 /// Size at which a dead-letter file is closed and a new one started.
 pub const DEFAULT_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -247,14 +248,11 @@ impl Writer {
             // The counter keeps names unique (and in creation order) within one millisecond.
             let name = format!("{FILE_PREFIX}{stamp}-{n:03}{FILE_SUFFIX}");
             let path = self.dir.join(name);
-            let mut opts = OpenOptions::new();
-            opts.append(true).create_new(true);
-            #[cfg(unix)]
+            match private_fs::file_options()
+                .append(true)
+                .create_new(true)
+                .open(&path)
             {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            match opts.open(&path) {
                 Ok(file) => {
                     sync_dir(&self.dir)?;
                     return Ok(Current {
@@ -291,15 +289,10 @@ pub struct DeadLetterStore {
 }
 
 impl DeadLetterStore {
-    /// Opens (creating, mode 0700) the directory. No file is created until the first run.
+    /// Opens the directory: created 0700, or made 0700 (with its files 0600) if group or others
+    /// can reach it ([`private_fs::ensure_private_dir`]). No file is created until the first run.
     pub fn open(dir: &Path) -> Result<Self, DeadLetterError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(dir))?;
-        }
+        private_fs::ensure_private_dir(dir).map_err(io(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             writer: Arc::new(Mutex::new(Writer {
@@ -715,7 +708,10 @@ mod tests {
             .append_blocking(&[dl(DeadLetterReason::Rejected, Some(422), "{}", None)])
             .unwrap();
         let path = files(dir.path())[0].clone();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(br#"{"dead_lettered_at":"2025"#).unwrap();
         drop(f);
         assert_eq!(summarize(dir.path()).unwrap().damaged_lines, 1);

@@ -65,6 +65,7 @@ use crate::buffer::{BufferError, Reader, Record};
 use crate::config::{AuthMode, ForwardConfig, UpstreamConfig};
 use crate::model::envelope;
 use crate::query::{Delivery, DeliveryObserver};
+use crate::secret::redact_url;
 use crate::secret::{KeyProvider, Secret};
 use batch::{Item, Piece};
 use client::{ClientError, Outcome, UpstreamClient};
@@ -384,7 +385,11 @@ impl<S: BatchSource> Forwarder<S> {
     /// and its runs stay unacknowledged), or, once `drain` is cancelled, until the buffer has no
     /// pending record. While draining, reads do not linger for fuller batches.
     pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
-        tracing::info!(endpoint = %self.client.endpoint(), mode = ?self.mode, "forwarder started");
+        tracing::info!(
+            endpoint = %redact_url(self.client.endpoint().as_str()),
+            mode = ?self.mode,
+            "forwarder started"
+        );
         match self.run_loop(&drain, &stop).await {
             Ok(()) => tracing::info!("forwarder drained: every buffered run was delivered"),
             Err(Stopped) => tracing::info!(

@@ -468,6 +468,7 @@ async fn passthrough_inner(
         req = req.header(header::ACCEPT, accept.clone());
     }
     let resp = req.send().await.map_err(|e| {
+        let e = crate::secret::redact_reqwest_error(e);
         tracing::debug!(error = %e, "query passthrough: upstream unreachable");
         ApiError::new(
             StatusCode::BAD_GATEWAY,

@@ -126,6 +126,9 @@ fn decode(body: Vec<u8>) -> Result<Vec<SavedTrace>, &'static str> {
         let mut runs = Vec::new();
         for _ in 0..runs_len {
             let seq = c.u64()?;
+            if seq > crate::buffer::MAX_SEQ {
+                return Err("bad sequence number");
+            }
             let delivery = delivery_of(c.take(1)?[0]).ok_or("bad delivery state")?;
             let len = c.u32()? as usize;
             runs.push((seq, delivery, c.take(len)?));
@@ -326,6 +329,27 @@ mod tests {
             let b = QueryIndex::unregistered(1 << 20, Duration::from_secs(3600));
             assert_eq!(load(&b, &path), 0);
         }
+    }
+
+    #[test]
+    fn a_sequence_number_above_the_buffer_maximum_makes_the_snapshot_invalid() {
+        let traces = |seq| {
+            vec![SavedTrace {
+                id: "t".into(),
+                age: Duration::ZERO,
+                runs: vec![(seq, Delivery::Pending, run("r", "t"))],
+            }]
+        };
+        let body = |seq| {
+            let mut body = Vec::new();
+            encode(&traces(seq), &mut body).unwrap();
+            body
+        };
+        assert!(decode(body(crate::buffer::MAX_SEQ)).is_ok());
+        assert_eq!(
+            decode(body(u64::MAX)).map(|_| ()),
+            Err("bad sequence number")
+        );
     }
 
     #[test]

@@ -248,7 +248,9 @@ pub async fn store(
             "payload_too_large",
             format!("a run of {size} bytes is larger than buffer.segment_bytes ({limit})"),
         )),
-        Err(e @ (AppendError::Io(_) | AppendError::Closed)) => {
+        Err(
+            e @ (AppendError::Io(_) | AppendError::Closed | AppendError::SequenceExhausted { .. }),
+        ) => {
             tracing::error!(error = %e, "buffer append failed; answering 503");
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

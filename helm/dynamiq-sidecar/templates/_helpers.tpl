@@ -136,7 +136,14 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "dynamiq-sidecar.configPath" -}}/etc/dynamiq-sidecar/dynamiq-sidecar.toml{{- end -}}
 {{- define "dynamiq-sidecar.accessKeyDir" -}}/run/secrets/dynamiq-sidecar/access-key{{- end -}}
 {{- define "dynamiq-sidecar.tokenDir" -}}/run/secrets/dynamiq-sidecar/ingest-token{{- end -}}
-{{- define "dynamiq-sidecar.bufferPath" -}}/var/lib/dynamiq-sidecar{{- end -}}
+{{- /*
+The buffer volume is mounted at bufferMount; buffer.path is a subdirectory the sidecar creates
+itself (0700, its own), because the volume's root may belong to root (emptyDir, most claims,
+the fsGroup-managed mount) and the sidecar refuses a buffer directory others can reach and it
+cannot chmod.
+*/ -}}
+{{- define "dynamiq-sidecar.bufferMount" -}}/var/lib/dynamiq-sidecar{{- end -}}
+{{- define "dynamiq-sidecar.bufferPath" -}}/var/lib/dynamiq-sidecar/buffer{{- end -}}
 
 {{/*
 A duration as the binary reads it (humantime: "200ms", "10s", "1m 30s", "1day") in milliseconds.
@@ -373,7 +380,7 @@ failureThreshold: {{ $p.failureThreshold }}
       readOnly: true
     {{- end }}
     - name: dynamiq-sidecar-buffer
-      mountPath: {{ include "dynamiq-sidecar.bufferPath" $c }}
+      mountPath: {{ include "dynamiq-sidecar.bufferMount" $c }}
       {{- if $pvc }}
       subPathExpr: $(NODE_NAME)
       {{- end }}

@@ -17,15 +17,15 @@ use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
 use crate::config::{OtlpOutputConfig, OtlpProtocol};
 use crate::forward::client::{build_http_client, read_response, transport};
 use crate::forward::error_chain;
+use crate::secret::redact_url;
 
 /// The full OTLP/HTTP URL: `endpoint` as is when it has a path, else `endpoint + /v1/traces`.
 pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> {
-    let url = reqwest::Url::parse(endpoint)
-        .map_err(|e| OtlpOutputError::Config(format!("endpoint {endpoint:?}: {e}")))?;
+    let bad = |e| OtlpOutputError::Config(format!("endpoint {:?}: {e}", redact_url(endpoint)));
+    let url = reqwest::Url::parse(endpoint).map_err(bad)?;
     if url.path().is_empty() || url.path() == "/" {
         let joined = format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'));
-        return reqwest::Url::parse(&joined)
-            .map_err(|e| OtlpOutputError::Config(format!("endpoint {endpoint:?}: {e}")));
+        return reqwest::Url::parse(&joined).map_err(bad);
     }
     Ok(url)
 }
@@ -118,7 +118,10 @@ impl Client {
             }
             OtlpProtocol::Grpc => {
                 let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
-                    OtlpOutputError::Config(format!("endpoint {:?}: {e}", config.endpoint))
+                    OtlpOutputError::Config(format!(
+                        "endpoint {:?}: {e}",
+                        redact_url(&config.endpoint)
+                    ))
                 })?;
                 let origin = url.origin().ascii_serialization();
                 let endpoint = tonic::transport::Endpoint::from_shared(origin.clone())

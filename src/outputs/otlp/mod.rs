@@ -135,7 +135,7 @@ impl<S: BatchSource> OtlpOutput<S> {
     /// unacknowledged), or, once `drain` is cancelled, until nothing is pending.
     pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
         tracing::info!(
-            endpoint = %self.client.endpoint(),
+            endpoint = %crate::secret::redact_url(&self.client.endpoint()),
             protocol = ?self.config.protocol,
             headers = ?self.config.headers,
             "OTLP output started"
