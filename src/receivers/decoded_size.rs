@@ -152,6 +152,51 @@ fn skip(pos: &mut usize, n: u64, end: usize) -> Result<(), EstimateError> {
     Ok(())
 }
 
+/// Skips the rest of the group opened by field `number` (after its start tag), nested groups
+/// included, up to the end group tag of the same number — as prost skips an unknown group.
+fn skip_group(
+    body: &[u8],
+    pos: &mut usize,
+    end: usize,
+    number: u64,
+    depth: usize,
+) -> Result<(), EstimateError> {
+    // Open groups' field numbers, innermost last.
+    let mut open = vec![number];
+    while let Some(&innermost) = open.last() {
+        if depth + open.len() > MAX_DEPTH {
+            return Err(EstimateError::TooDeep);
+        }
+        if *pos >= end {
+            return Err(EstimateError::Malformed("a group runs past the end"));
+        }
+        let key = varint(body, pos)?;
+        let field = key >> 3;
+        match key & 7 {
+            0 => {
+                varint(body, pos)?;
+            }
+            1 => skip(pos, 8, end)?,
+            5 => skip(pos, 4, end)?,
+            2 => {
+                let len = varint(body, pos)?;
+                skip(pos, len, end)?;
+            }
+            3 => open.push(field),
+            4 if field == innermost => {
+                open.pop();
+            }
+            4 => return Err(EstimateError::Malformed("a group ends with another's tag")),
+            _ => {
+                return Err(EstimateError::Malformed(
+                    "a field has an unsupported wire type",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What decoding a request will build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
@@ -181,6 +226,8 @@ pub fn protobuf_estimate(body: &[u8]) -> Result<Estimate, EstimateError> {
             }
             1 => skip(&mut pos, 8, end)?,
             5 => skip(&mut pos, 4, end)?,
+            // A group (deprecated; prost skips it as an unknown field): nothing is built of it.
+            3 => skip_group(body, &mut pos, end, number, stack.len())?,
             2 => {
                 let len = varint(body, &mut pos)?;
                 let start = pos;
@@ -391,6 +438,32 @@ mod tests {
         let scope = [vec![0x12], len_prefixed(span)].concat();
         let resource = [vec![0x12], len_prefixed(&scope)].concat();
         [vec![0x0a], len_prefixed(&resource)].concat()
+    }
+
+    #[test]
+    fn unknown_groups_are_skipped_as_prost_skips_them() {
+        // Field 9 of the request as a group holding a varint, a nested group and bytes.
+        let mut body = vec![
+            (9 << 3) | 3,
+            1 << 3,
+            5,
+            (2 << 3) | 3,
+            (2 << 3) | 4,
+            (3 << 3) | 2,
+            1,
+            7,
+        ];
+        body.push((9 << 3) | 4);
+        body.extend(request(vec![Span::default()]));
+        assert!(
+            ExportTraceServiceRequest::decode(body.as_slice()).is_ok(),
+            "prost accepts it"
+        );
+        assert_eq!(protobuf_estimate(&body).unwrap().spans, 1);
+        let unclosed = [(9 << 3) | 3, 1 << 3, 5];
+        assert!(protobuf_estimate(&unclosed).is_err());
+        let mismatched = [(9 << 3) | 3, (8 << 3) | 4];
+        assert!(protobuf_estimate(&mismatched).is_err());
     }
 
     #[test]
