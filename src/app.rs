@@ -230,6 +230,7 @@ pub async fn run_with(
         auth: inbound,
         auth_mode: config.upstream.auth_mode,
         max_body_bytes: config.ingest.max_body_bytes,
+        max_run_bytes: crate::forward::batch::max_run_bytes(config.forward.max_bytes),
         request_timeout: config.ingest.request_timeout,
         readiness: readiness.clone(),
         metrics: IngestMetrics::register(&mut registry),
