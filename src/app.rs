@@ -167,7 +167,8 @@ pub async fn run_with(
             "corrupt buffer records were skipped and copied aside into the buffer's corrupt/ directory"
         );
     }
-    let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?;
+    let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?
+        .with_max_bytes(config.forward.dead_letter_max_bytes);
     let query_index = config.query.index.then(|| {
         Arc::new(QueryIndex::new(
             config.query.max_bytes,
