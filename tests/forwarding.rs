@@ -243,17 +243,7 @@ fn passthrough_mode_forwards_each_clients_own_key() {
         ("client-key-b", "pb"),
         ("client-key-a", "pc"),
     ] {
-        let body = serde_json::to_vec(&batches::batch(prefix, 2)).unwrap();
-        let auth = format!("Bearer {client}");
-        let r = sidecar.request(
-            "POST",
-            "/v1/traces",
-            &[
-                ("Content-Type", "application/json"),
-                ("Authorization", &auth),
-            ],
-            &body,
-        );
+        let r = sidecar.post_batch_as(client, &batches::batch(prefix, 2));
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let unauthenticated = serde_json::to_vec(&batches::batch("px", 1)).unwrap();
@@ -532,17 +522,7 @@ fn passthrough_a_401_for_one_key_holds_only_that_keys_runs() {
         .set("forward.auth_hold_retry", "300ms")
         .start();
     let post_as = |client: &str, batch: &serde_json::Value| {
-        let body = serde_json::to_vec(batch).unwrap();
-        let auth = format!("Bearer {client}");
-        let r = sidecar.request(
-            "POST",
-            "/v1/traces",
-            &[
-                ("Content-Type", "application/json"),
-                ("Authorization", &auth),
-            ],
-            &body,
-        );
+        let r = sidecar.post_batch_as(client, batch);
         assert_eq!(r.status, 200, "{}", r.text());
         batches::ids(batch)
     };

@@ -360,7 +360,9 @@ fn start_opts(
     let readiness = Readiness::default();
     let mut registry = Registry::default();
     let dl_dir = tempfile::tempdir().unwrap();
-    let store = DeadLetterStore::open(dl_dir.path()).unwrap();
+    let store = DeadLetterStore::open(dl_dir.path())
+        .unwrap()
+        .with_max_bytes(forward.dead_letter_max_bytes);
     let fwd = Forwarder::with_source(
         &upstream,
         &forward,
@@ -1535,16 +1537,21 @@ async fn the_split_sub_requests_go_through_the_retry_policy() {
     assert_eq!(metric(&h, "dynamiq_sidecar_forward_retries_total"), 1);
 }
 
-#[tokio::test]
-async fn a_failing_dead_letter_write_is_counted_and_delivery_goes_on() {
-    let m = mock(|req, _| {
-        reply(if req.ids().iter().any(|id| id.starts_with("bad")) {
+/// A mock that answers 422 to any request holding a run whose id starts with `prefix`.
+async fn mock_rejecting_runs_named(prefix: &'static str) -> Mock {
+    mock(move |req, _| {
+        reply(if req.ids().iter().any(|id| id.starts_with(prefix)) {
             422
         } else {
             200
         })
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_dead_letter_write_is_counted_and_delivery_goes_on() {
+    let m = mock_rejecting_runs_named("bad").await;
     let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
         f.max_runs = 1
     });
@@ -1590,15 +1597,11 @@ async fn a_failing_dead_letter_write_is_counted_and_delivery_goes_on() {
 
 #[tokio::test]
 async fn an_overflowing_dead_letter_store_drops_its_oldest_and_delivery_goes_on() {
-    let m = mock(|req, _| {
-        reply(if req.ids().iter().any(|id| id.starts_with("bad")) {
-            422
-        } else {
-            200
-        })
-    })
-    .await;
-    let h = start_bounded_dead_letters(&m.url(), 2048);
+    let m = mock_rejecting_runs_named("bad").await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_runs = 1;
+        f.dead_letter_max_bytes = 2048;
+    });
     for i in 0..60 {
         h.buffer.push(&run(&format!("bad{i:02}")), None);
         h.buffer.push(&run(&format!("good{i:02}")), None);
@@ -1634,48 +1637,6 @@ async fn an_overflowing_dead_letter_store_drops_its_oldest_and_delivery_goes_on(
         metric(&h, "dynamiq_sidecar_forward_dead_letter_bytes"),
         bytes
     );
-}
-
-/// A harness (sidecar-key mode, one run per request) whose dead-letter store holds at most
-/// `max_bytes`.
-fn start_bounded_dead_letters(url: &str, max_bytes: u64) -> Harness {
-    let mut forward = fast_forward_config();
-    forward.max_runs = 1;
-    forward.dead_letter_max_bytes = max_bytes;
-    let upstream = UpstreamConfig {
-        url: url.to_string(),
-        ..UpstreamConfig::default()
-    };
-    let buffer = MemBuffer::default();
-    let key = KeyProvider::fixed(Some(Secret::new("k".into())));
-    let readiness = Readiness::default();
-    let mut registry = Registry::default();
-    let dl_dir = tempfile::tempdir().unwrap();
-    let store = DeadLetterStore::open(dl_dir.path())
-        .unwrap()
-        .with_max_bytes(max_bytes);
-    let fwd = Forwarder::with_source(
-        &upstream,
-        &forward,
-        MemSource(buffer.clone()),
-        key.clone(),
-        store,
-        readiness.clone(),
-        &mut registry,
-    )
-    .unwrap();
-    let (drain, stop) = (CancellationToken::new(), CancellationToken::new());
-    let handle = tokio::spawn(fwd.run(drain.clone(), stop.clone()));
-    Harness {
-        buffer,
-        key,
-        readiness,
-        registry,
-        dl_dir,
-        drain,
-        stop,
-        handle: Some(handle),
-    }
 }
 
 /// A mock that answers 401 to `Bearer key-a` while `reject_a` is set, 200 otherwise.
