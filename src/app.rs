@@ -173,7 +173,8 @@ pub async fn run_with(
             "corrupt buffer records were skipped and copied aside into the buffer's corrupt/ directory"
         );
     }
-    let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?;
+    let dead_letters = DeadLetterStore::open(&dead_letter_dir(&config.buffer.path))?
+        .with_max_bytes(config.forward.dead_letter_max_bytes);
     let query_index = config.query.index.then(|| {
         Arc::new(QueryIndex::new(
             config.query.max_bytes,
@@ -236,6 +237,7 @@ pub async fn run_with(
         auth: inbound,
         auth_mode: config.upstream.auth_mode,
         max_body_bytes: config.ingest.max_body_bytes,
+        max_run_bytes: crate::forward::batch::max_run_bytes(config.forward.max_bytes),
         request_timeout: config.ingest.request_timeout,
         readiness: readiness.clone(),
         metrics: IngestMetrics::register(&mut registry),

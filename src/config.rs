@@ -493,6 +493,12 @@ pub struct ForwardConfig {
     /// How many delivered runs (their content fingerprints) are remembered so that an identical
     /// copy sent again is not forwarded again (0 = duplicate suppression off).
     pub dedup_entries: usize,
+    /// Most bytes the dead-letter files add up to; the oldest files are removed first.
+    pub dead_letter_max_bytes: u64,
+    /// Passthrough mode: most run bytes of held client keys (401/403) kept in memory while
+    /// other keys' runs are delivered; at the bound the forwarder stops reading until a held key
+    /// is retried.
+    pub auth_hold_max_bytes: u64,
 }
 
 impl Default for ForwardConfig {
@@ -510,6 +516,8 @@ impl Default for ForwardConfig {
             max_retries: 0,
             auth_hold_retry: Duration::from_secs(300),
             dedup_entries: 100_000,
+            dead_letter_max_bytes: 256 * 1024 * 1024,
+            auth_hold_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -853,6 +861,18 @@ impl Config {
         if self.forward.max_bytes < 1024 {
             return Err(err("forward.max_bytes", "must be at least 1024".into()));
         }
+        if self.forward.dead_letter_max_bytes < 1024 {
+            return Err(err(
+                "forward.dead_letter_max_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.forward.auth_hold_max_bytes < 1024 {
+            return Err(err(
+                "forward.auth_hold_max_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
         if self.forward.runs_per_second > 0
             && (self.forward.runs_burst as usize) < self.forward.max_runs
         {
@@ -1073,6 +1093,16 @@ mod tests {
         assert_eq!(c.upstream.auth_mode, AuthMode::SidecarKey);
         assert_eq!(c.upstream.compression, Compression::None);
         assert_eq!(c.forward.dedup_entries, 100_000);
+        assert_eq!(c.forward.dead_letter_max_bytes, 256 << 20);
+        assert_eq!(c.forward.auth_hold_max_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn delivery_bounds_below_1024_bytes_are_refused_naming_the_key() {
+        for key in ["dead_letter_max_bytes", "auth_hold_max_bytes"] {
+            let e = load(&format!("[forward]\n{key} = 100\n"), &[]).unwrap_err();
+            assert_eq!(e.key, format!("forward.{key}"));
+        }
     }
 
     #[test]

@@ -167,6 +167,40 @@ fn invalid_spans_get_a_partial_success_and_the_valid_ones_are_kept() {
     assert_eq!(answer.partial_success.unwrap().rejected_spans, 3);
 }
 
+/// Scenario: `forward.max_bytes` = 4 KiB and a span whose run would be larger. Guarantees: that
+/// span is a rejected span of a partial success (OTLP's answer for data refused while the rest
+/// is accepted) naming `forward.max_bytes`; the other span is stored and delivered.
+#[test]
+fn a_span_whose_run_is_too_large_to_forward_is_a_rejected_span() {
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("forward.max_bytes", 4096)
+        .start();
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[
+        {{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"small",
+         "startTimeUnixNano":"1795508170112968549","endTimeUnixNano":"1795508170124760577"}},
+        {{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203332","name":"huge",
+         "startTimeUnixNano":"1795508170112968549","endTimeUnixNano":"1795508170124760577",
+         "attributes":[{{"key":"input.value","value":{{"stringValue":"{}"}}}}]}}
+    ]}}]}}]}}"#,
+        "x".repeat(6000)
+    );
+    let r = post(&sidecar, "application/json", &[], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    let partial = &answer["partialSuccess"];
+    assert!(
+        partial["rejectedSpans"] == 1 || partial["rejectedSpans"] == "1",
+        "{answer}"
+    );
+    let message = partial["errorMessage"].as_str().unwrap();
+    assert!(message.contains("forward.max_bytes"), "{message}");
+    let runs = wait_for_runs(&collector, 1);
+    assert_eq!(runs[0]["name"], "small");
+}
+
 #[test]
 fn bad_otlp_bodies_get_clear_errors_in_their_own_encoding() {
     let collector = MockCollector::start();

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{MockCollector, MockResponse, Sidecar, batches, wait_until};
+use support::{MockCollector, MockResponse, Sidecar, batches, metric, wait_until};
 
 const KEY: &str = "sk-efficiency-test-key-5d1e";
 const WAIT: Duration = Duration::from_secs(20);
@@ -28,13 +28,6 @@ fn accepted_counts(collector: &MockCollector) -> HashMap<String, usize> {
         *counts.entry(id).or_insert(0) += 1;
     }
     counts
-}
-
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Scenario: the four flushes of a reused handler (3, 6, 9, 12 runs, each re-sending all earlier

@@ -39,6 +39,13 @@ pub fn framed_len(n: usize, run_bytes: usize) -> usize {
     OPEN.len() + CLOSE.len() + run_bytes + n.saturating_sub(1)
 }
 
+/// Largest run that fits alone in a request of at most `max_bytes` body bytes (the framing
+/// takes the rest). Ingest refuses larger runs; one already buffered is planned as
+/// [`Piece::TooLarge`].
+pub fn max_run_bytes(max_bytes: usize) -> usize {
+    max_bytes.saturating_sub(framed_len(1, 0))
+}
+
 /// Body size of these items.
 pub fn body_len(items: &[Item]) -> usize {
     framed_len(items.len(), items.iter().map(|i| i.run.len()).sum())
@@ -90,7 +97,7 @@ pub fn plan(items: Vec<Item>, mode: AuthMode, max_runs: usize, max_bytes: usize)
         let mut current: Vec<Item> = Vec::new();
         let mut current_bytes = 0usize;
         for item in group {
-            if framed_len(1, item.run.len()) > max_bytes {
+            if item.run.len() > max_run_bytes(max_bytes) {
                 if !current.is_empty() {
                     pieces.push(Piece::Send(std::mem::take(&mut current)));
                     current_bytes = 0;
@@ -219,6 +226,13 @@ mod tests {
             )),
             vec![vec![1001]]
         );
+    }
+
+    #[test]
+    fn max_run_bytes_is_max_bytes_less_the_framing() {
+        assert_eq!(max_run_bytes(100), 89);
+        assert_eq!(framed_len(1, max_run_bytes(4096)), 4096);
+        assert_eq!(max_run_bytes(5), 0);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Owns: the directory (`<buffer.path>/dead-letter`, mode 0700) and its files (mode 0600), named
 //! `dead-letter-<UTC time>-<nnn>.jsonl` so that name order is time order, rotated at
-//! [`DEFAULT_ROTATE_BYTES`]. One JSON object per line, one line per run:
+//! [`DEFAULT_ROTATE_BYTES`] (or an eighth of the bound, when that is smaller). One JSON object
+//! per line, one line per run:
 //!
 //! ```text
 //! {"dead_lettered_at":"2025-01-31T12:00:00.123Z","reason":"rejected","status":422,
@@ -17,7 +18,12 @@
 //!
 //! Guarantees: [`DeadLetterStore::append`] returns only after the lines are written and
 //! fsynced (and, for a new file, its directory entry), so the forwarder may then acknowledge the
-//! buffer without losing the run. The run bytes are stored verbatim, except that raw CR/LF bytes
+//! buffer without losing the run. The files add up to at most `forward.dead_letter_max_bytes`
+//! ([`DeadLetterStore::with_max_bytes`]): before a write that would pass the bound, the oldest
+//! files are removed (whole files, so up to one rotation size more than needed), and their runs
+//! are reported in [`AppendReport::evicted_runs`]; entries that together exceed the whole bound
+//! are not written and are reported in [`AppendReport::refused_runs`]. Files already in the
+//! directory at start-up count toward the bound. The run bytes are stored verbatim, except that raw CR/LF bytes
 //! (which valid JSON only allows as insignificant whitespace) become spaces so that a line is
 //! always one run. A run that is not valid JSON is kept as a string in `run_raw`. A write never
 //! continues a file after a failed write (a fresh file is started), so a torn line can only be a
@@ -29,7 +35,7 @@
 //! damaged line that is not a file's last one (replay stops there and removes nothing of that
 //! file), [`DeadLetterError::Append`] when the buffer refuses the replayed runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::future::Future;
 use std::io::Write;
@@ -48,6 +54,9 @@ use crate::private_fs;
 
 /// Size at which a dead-letter file is closed and a new one started.
 pub const DEFAULT_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+/// A bounded store rotates at most at this fraction of its bound, so that evicting the oldest
+/// file frees about this share of it, not all of it.
+const ROTATIONS_PER_BOUND: u64 = 8;
 /// Most bytes of a collector answer kept with a dead-lettered run.
 pub const MAX_RESPONSE_CHARS: usize = 64 * 1024;
 /// Most runs handed to the buffer in one append during replay.
@@ -123,6 +132,19 @@ pub struct DeadLetterSummary {
     pub oldest: Option<String>,
     /// Time of the newest dead-lettered run, as written (RFC 3339).
     pub newest: Option<String>,
+}
+
+/// What one [`DeadLetterStore::append`] did besides writing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Runs written (and fsynced).
+    pub written_runs: u64,
+    /// Runs of the oldest files removed to make room under the bound.
+    pub evicted_runs: u64,
+    /// Runs not written because their lines together are larger than the whole bound.
+    pub refused_runs: u64,
+    /// Bytes the store's files hold after the append.
+    pub store_bytes: u64,
 }
 
 /// One run to dead-letter.
@@ -205,17 +227,54 @@ struct Current {
 struct Writer {
     dir: PathBuf,
     rotate_bytes: u64,
+    max_bytes: u64,
     current: Option<Current>,
+    /// The store's files, oldest first (the current one last), with their sizes; `None` until
+    /// the directory was listed (at the first append).
+    files: Option<VecDeque<(PathBuf, u64)>>,
+    /// Sum of the sizes in `files`.
+    total: u64,
 }
 
 impl Writer {
-    fn append(&mut self, lines: &[u8]) -> Result<(), DeadLetterError> {
+    /// Lists the files already in the directory (once), so that they count toward the bound.
+    fn scan(&mut self) -> Result<(), DeadLetterError> {
+        if self.files.is_some() {
+            return Ok(());
+        }
+        let mut files = VecDeque::new();
+        let mut total = 0;
+        for path in list_files(&self.dir)? {
+            let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+            total += size;
+            files.push_back((path, size));
+        }
+        self.files = Some(files);
+        self.total = total;
+        Ok(())
+    }
+
+    fn append(&mut self, lines: &[u8], runs: u64) -> Result<AppendReport, DeadLetterError> {
+        self.scan()?;
+        let need = lines.len() as u64;
+        let mut report = AppendReport::default();
+        if need > self.max_bytes {
+            report.refused_runs = runs;
+            report.store_bytes = self.total;
+            return Ok(report);
+        }
         let rotate = self
             .current
             .as_ref()
-            .is_some_and(|c| c.size > 0 && c.size + lines.len() as u64 > self.rotate_bytes);
-        if rotate || self.current.is_none() {
-            self.current = Some(self.create_file()?);
+            .is_some_and(|c| c.size > 0 && c.size + need > self.rotate_bytes);
+        if rotate {
+            self.current = None;
+        }
+        report.evicted_runs = self.evict_for(need)?;
+        if self.current.is_none() {
+            let created = self.create_file()?;
+            self.files_mut().push_back((created.path.clone(), 0));
+            self.current = Some(created);
         }
         let Some(cur) = self.current.as_mut() else {
             unreachable!("a file was just opened");
@@ -226,16 +285,68 @@ impl Writer {
             .and_then(|()| cur.file.sync_data());
         match result {
             Ok(()) => {
-                cur.size += lines.len() as u64;
-                Ok(())
+                cur.size += need;
+                self.grow_last(need);
+                report.written_runs = runs;
+                report.store_bytes = self.total;
+                Ok(report)
             }
             Err(source) => {
                 let path = cur.path.clone();
+                // What a failed write left in the file still counts toward the bound.
+                let written = std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .unwrap_or(cur.size)
+                    .saturating_sub(cur.size);
+                self.grow_last(written);
                 // Never continue after a failed write: the next append starts a fresh file.
                 self.current = None;
                 Err(DeadLetterError::Io { path, source })
             }
         }
+    }
+
+    /// Removes the oldest files until `need` more bytes fit under the bound; returns the runs
+    /// they held.
+    fn evict_for(&mut self, need: u64) -> Result<u64, DeadLetterError> {
+        let mut evicted = 0;
+        let mut removed = false;
+        while self.total + need > self.max_bytes {
+            let Some((path, size)) = self.files_mut().pop_front() else {
+                break;
+            };
+            if self.current.as_ref().is_some_and(|c| c.path == path) {
+                self.current = None;
+            }
+            let runs = count_lines(&path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.files_mut().push_front((path.clone(), size));
+                    return Err(io(&path)(e));
+                }
+            }
+            self.total -= size;
+            evicted += runs;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(evicted)
+    }
+
+    fn files_mut(&mut self) -> &mut VecDeque<(PathBuf, u64)> {
+        self.files.get_or_insert_with(VecDeque::new)
+    }
+
+    /// Adds `bytes` to the newest file's size (the one being written).
+    fn grow_last(&mut self, bytes: u64) {
+        if let Some(last) = self.files_mut().back_mut() {
+            last.1 += bytes;
+        }
+        self.total += bytes;
     }
 
     fn create_file(&self) -> Result<Current, DeadLetterError> {
@@ -271,6 +382,13 @@ impl Writer {
     }
 }
 
+/// Complete lines (runs) in a dead-letter file; 0 when it cannot be read.
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|text| text.iter().filter(|&&b| b == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), DeadLetterError> {
     #[cfg(unix)]
     File::open(dir)
@@ -289,8 +407,9 @@ pub struct DeadLetterStore {
 }
 
 impl DeadLetterStore {
-    /// Opens the directory: created 0700, or made 0700 (with its files 0600) if group or others
-    /// can reach it ([`private_fs::ensure_private_dir`]). No file is created until the first run.
+    /// Opens the directory, unbounded (see [`with_max_bytes`](Self::with_max_bytes)): created
+    /// 0700, or made 0700 (with its files 0600) if group or others can reach it
+    /// ([`private_fs::ensure_private_dir`]). No file is created until the first run.
     pub fn open(dir: &Path) -> Result<Self, DeadLetterError> {
         private_fs::ensure_private_dir(dir).map_err(io(dir))?;
         Ok(Self {
@@ -298,7 +417,10 @@ impl DeadLetterStore {
             writer: Arc::new(Mutex::new(Writer {
                 dir: dir.to_path_buf(),
                 rotate_bytes: DEFAULT_ROTATE_BYTES,
+                max_bytes: u64::MAX,
                 current: None,
+                files: None,
+                total: 0,
             })),
         })
     }
@@ -312,26 +434,40 @@ impl DeadLetterStore {
         self
     }
 
+    /// Bounds the files to `bytes` in all (`forward.dead_letter_max_bytes`), the oldest removed
+    /// first; files rotate at an eighth of the bound when that is below the rotation size.
+    pub fn with_max_bytes(self, bytes: u64) -> Self {
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.max_bytes = bytes.max(1);
+            w.rotate_bytes = w.rotate_bytes.min(w.max_bytes / ROTATIONS_PER_BOUND).max(1);
+        }
+        self
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Writes and fsyncs the runs, blocking the calling thread.
-    pub fn append_blocking(&self, entries: &[DeadLetter]) -> Result<(), DeadLetterError> {
+    /// Writes and fsyncs the runs (removing the oldest files first if the bound requires it),
+    /// blocking the calling thread.
+    pub fn append_blocking(&self, entries: &[DeadLetter]) -> Result<AppendReport, DeadLetterError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if entries.is_empty() {
-            return Ok(());
+            return Ok(AppendReport {
+                store_bytes: w.total,
+                ..AppendReport::default()
+            });
         }
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let lines: Vec<u8> = entries.iter().flat_map(|e| e.to_line(&at)).collect();
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(&lines)
+        w.append(&lines, entries.len() as u64)
     }
 
-    /// Writes and fsyncs the runs on the blocking pool; returns once they are durable.
-    pub async fn append(&self, entries: Vec<DeadLetter>) -> Result<(), DeadLetterError> {
+    /// [`append_blocking`](Self::append_blocking) on the blocking pool; returns once the runs
+    /// are durable.
+    pub async fn append(&self, entries: Vec<DeadLetter>) -> Result<AppendReport, DeadLetterError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.append_blocking(&entries))
             .await
@@ -647,6 +783,105 @@ mod tests {
         assert!(s.oldest.is_some() && s.newest.is_some());
         assert!(!format!("{s:?}").contains("sk-client-secret"));
         assert_eq!(summarize(&dir.path().join("missing")).unwrap().files, 0);
+    }
+
+    fn total_bytes(dir: &Path) -> u64 {
+        files(dir)
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    }
+
+    fn numbered(i: usize) -> DeadLetter {
+        dl(
+            DeadLetterReason::Rejected,
+            Some(422),
+            &format!(r#"{{"id":"run-{i:04}"}}"#),
+            None,
+        )
+    }
+
+    #[test]
+    fn the_bound_evicts_the_oldest_files_first_and_reports_their_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::open(dir.path())
+            .unwrap()
+            .with_max_bytes(4000);
+        let (mut written, mut evicted) = (0, 0);
+        for i in 0..200 {
+            let r = store.append_blocking(&[numbered(i)]).unwrap();
+            assert_eq!((r.written_runs, r.refused_runs), (1, 0));
+            written += r.written_runs;
+            evicted += r.evicted_runs;
+            assert!(r.store_bytes <= 4000, "{r:?}");
+            assert_eq!(r.store_bytes, total_bytes(dir.path()));
+        }
+        assert!(evicted > 0);
+        let s = summarize(dir.path()).unwrap();
+        assert_eq!(s.runs, written - evicted, "every run is kept or reported");
+        // The newest runs are the ones kept, and the bound is used, not left mostly empty.
+        let text: String = files(dir.path())
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        assert!(text.contains("run-0199") && !text.contains("run-0000"));
+        assert!(
+            total_bytes(dir.path()) > 3000,
+            "{}",
+            total_bytes(dir.path())
+        );
+    }
+
+    #[test]
+    fn files_left_from_before_count_toward_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = DeadLetterStore::open(dir.path()).unwrap();
+        for i in 0..50 {
+            before.append_blocking(&[numbered(i)]).unwrap();
+        }
+        let old_runs = summarize(dir.path()).unwrap().runs;
+        let store = DeadLetterStore::open(dir.path())
+            .unwrap()
+            .with_max_bytes(1500);
+        let r = store.append_blocking(&[numbered(50)]).unwrap();
+        assert_eq!(r.evicted_runs, old_runs, "the one old file went whole");
+        assert!(total_bytes(dir.path()) <= 1500);
+        assert_eq!(summarize(dir.path()).unwrap().runs, 1);
+    }
+
+    #[test]
+    fn entries_larger_than_the_whole_bound_are_refused_and_nothing_is_evicted_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::open(dir.path())
+            .unwrap()
+            .with_max_bytes(1000);
+        store.append_blocking(&[numbered(1)]).unwrap();
+        let big = dl(
+            DeadLetterReason::TooLarge,
+            None,
+            &format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000)),
+            None,
+        );
+        let r = store.append_blocking(&[big, numbered(2)]).unwrap();
+        assert_eq!((r.written_runs, r.refused_runs, r.evicted_runs), (0, 2, 0));
+        assert_eq!(summarize(dir.path()).unwrap().runs, 1);
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_and_the_store_works_again_once_the_directory_does() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("dl");
+        let store = DeadLetterStore::open(&dir).unwrap().with_max_bytes(10_000);
+        // The directory replaced by a file: no file can be created in it (even as root).
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::write(&dir, b"").unwrap();
+        let e = store.append_blocking(&[numbered(1)]).unwrap_err();
+        assert!(matches!(e, DeadLetterError::Io { .. }), "{e}");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let r = store.append_blocking(&[numbered(2)]).unwrap();
+        assert_eq!(r.written_runs, 1);
+        assert_eq!(summarize(&dir).unwrap().runs, 1);
     }
 
     #[tokio::test]

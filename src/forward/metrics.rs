@@ -71,6 +71,59 @@ impl EncodeLabelValue for DeadLetterReason {
     }
 }
 
+/// Why a dead-lettered run has no copy in the dead-letter store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterDrop {
+    /// Its file was removed to keep the store under `forward.dead_letter_max_bytes`.
+    Evicted,
+    /// The runs of one write together exceed `forward.dead_letter_max_bytes`: not written.
+    NoRoom,
+    /// The write failed (disk full, directory unwritable).
+    WriteFailed,
+}
+
+impl EncodeLabelValue for DeadLetterDrop {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            DeadLetterDrop::Evicted => "evicted",
+            DeadLetterDrop::NoRoom => "no_room",
+            DeadLetterDrop::WriteFailed => "write_failed",
+        })
+    }
+}
+
+/// Why a request was split in halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SplitCause {
+    /// 413.
+    TooLarge,
+    /// 400/422 (and other permanent 4xx) for several runs: isolating the rejected ones.
+    Rejected,
+}
+
+impl EncodeLabelValue for SplitCause {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            SplitCause::TooLarge => "too_large",
+            SplitCause::Rejected => "rejected",
+        })
+    }
+}
+
+/// `{reason=...}` of a dead-letter drop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The reason.
+    pub reason: DeadLetterDrop,
+}
+
+/// `{cause=...}` of a split.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SplitLabels {
+    /// The cause.
+    pub cause: SplitCause,
+}
+
 /// `{outcome=...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -118,6 +171,18 @@ pub struct ForwardMetrics {
     pub dedup_evictions: Counter,
     /// Delivered-run fingerprints currently remembered.
     pub dedup_entries: Gauge,
+    /// Requests split in halves, by cause.
+    pub splits: Family<SplitLabels, Counter>,
+    /// Dead-lettered runs without a copy in the store, by reason.
+    pub dead_letters_dropped: Family<DropLabels, Counter>,
+    /// Bytes of the dead-letter files (after the last write).
+    pub dead_letter_bytes: Gauge,
+    /// Passthrough mode: client keys whose runs are held after a 401/403.
+    pub held_keys: Gauge,
+    /// Passthrough mode: runs of held client keys waiting in memory.
+    pub held_runs: Gauge,
+    /// Times reading stopped because held runs reached `forward.auth_hold_max_bytes`.
+    pub auth_hold_bound_pauses: Counter,
 }
 
 impl ForwardMetrics {
@@ -139,6 +204,12 @@ impl ForwardMetrics {
             dedup_saved_bytes: Counter::default(),
             dedup_evictions: Counter::default(),
             dedup_entries: Gauge::default(),
+            splits: Family::default(),
+            dead_letters_dropped: Family::default(),
+            dead_letter_bytes: Gauge::default(),
+            held_keys: Gauge::default(),
+            held_runs: Gauge::default(),
+            auth_hold_bound_pauses: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -216,7 +287,49 @@ impl ForwardMetrics {
             "Delivered-run fingerprints remembered for duplicate suppression",
             m.dedup_entries.clone(),
         );
+        r.register(
+            "dynamiq_sidecar_forward_splits",
+            "Requests split in halves: 413, or a permanent rejection of several runs",
+            m.splits.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dead_letters_dropped",
+            "Dead-lettered runs without a copy in the dead-letter store (evicted at its bound, no room, write failed)",
+            m.dead_letters_dropped.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_dead_letter_bytes",
+            "Bytes of the dead-letter files",
+            m.dead_letter_bytes.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_held_keys",
+            "Client keys (passthrough mode) whose runs are held after a 401/403",
+            m.held_keys.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_held_runs",
+            "Runs of held client keys (passthrough mode) waiting in memory",
+            m.held_runs.clone(),
+        );
+        r.register(
+            "dynamiq_sidecar_forward_auth_hold_bound_pauses",
+            "Times reading stopped because held runs reached forward.auth_hold_max_bytes",
+            m.auth_hold_bound_pauses.clone(),
+        );
         m
+    }
+
+    /// Counts a split.
+    pub fn split(&self, cause: SplitCause) {
+        self.splits.get_or_create(&SplitLabels { cause }).inc();
+    }
+
+    /// Counts dead-lettered runs without a copy in the store.
+    pub fn dead_letters_dropped(&self, reason: DeadLetterDrop, runs: u64) {
+        self.dead_letters_dropped
+            .get_or_create(&DropLabels { reason })
+            .inc_by(runs);
     }
 
     /// Counts one request outcome.
@@ -245,6 +358,8 @@ mod tests {
         m.request(RequestOutcome::DeadLetter);
         m.dead_letters(DeadLetterReason::TooLarge, 2);
         m.auth_hold.set(1);
+        m.split(SplitCause::Rejected);
+        m.dead_letters_dropped(DeadLetterDrop::Evicted, 3);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(
@@ -258,12 +373,26 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("dynamiq_sidecar_forward_auth_hold 1"), "{out}");
+        assert!(
+            out.contains(r#"dynamiq_sidecar_forward_splits_total{cause="rejected"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"dynamiq_sidecar_forward_dead_letters_dropped_total{reason="evicted"} 3"#
+            ),
+            "{out}"
+        );
         for name in [
             "dynamiq_sidecar_forward_dedup_suppressed_runs_total",
             "dynamiq_sidecar_forward_dedup_saved_bytes_total",
             "dynamiq_sidecar_forward_dedup_evictions_total",
             "dynamiq_sidecar_forward_dedup_entries",
             "dynamiq_sidecar_forward_wire_bytes_total",
+            "dynamiq_sidecar_forward_dead_letter_bytes",
+            "dynamiq_sidecar_forward_held_keys",
+            "dynamiq_sidecar_forward_held_runs",
+            "dynamiq_sidecar_forward_auth_hold_bound_pauses_total",
         ] {
             assert!(out.contains(name), "{name}: {out}");
         }

@@ -1,27 +1,56 @@
 //! The forwarder: reads batches from the disk buffer and delivers them to the Dynamiq collector
-//! (`POST {upstream.url}/v1/traces`), acknowledging the buffer only once each run is either
-//! accepted by the collector or durably written to the dead-letter store.
+//! (`POST {upstream.url}/v1/traces`), acknowledging the buffer only once each run is resolved:
+//! accepted by the collector, or refused by it for good and handed to the dead-letter store.
 //!
 //! Owns: the delivery loop and its state machine (healthy → retrying with backoff → healthy;
-//! healthy → held for the key → healthy), the `upstream_authorized` readiness latch and the
-//! `dynamiq_sidecar_forward_*` metrics. The pieces live beside this file: [`batch`] (body framing
-//! and request planning), [`client`] (HTTP and status classification), [`retry`] (full-jitter
-//! backoff, `Retry-After`), [`ratelimit`], [`deadletter`] and [`metrics`].
+//! healthy → held for the key → healthy; in passthrough mode, per client key: flowing → held →
+//! flowing), the `upstream_authorized` readiness latch and the `dynamiq_sidecar_forward_*`
+//! metrics. The pieces live beside this file: [`batch`] (body framing and request planning),
+//! [`client`] (HTTP and status classification), [`retry`] (full-jitter backoff, `Retry-After`),
+//! [`ratelimit`], [`deadletter`], [`held`] (client keys on hold) and [`metrics`].
+//!
+//! Invariants:
+//! - Acknowledgement: the buffer is acknowledged through the record before the first
+//!   *outstanding* run (read and not yet resolved, parked runs of held keys included), or
+//!   through the last record read when none is outstanding. So nothing is acknowledged before the
+//!   collector answered 2xx, or suppression found a delivered copy, or the run went to the
+//!   dead-letter store; a run is never dropped silently. A stop in the middle of a request (or a
+//!   hold) leaves its runs unacknowledged, so they are delivered again after a restart.
+//! - Dead letters are best effort after the collector's final no: a dead-letter write is fsynced
+//!   before the ack; one that fails (twice: the retry starts a fresh file) is logged and counted
+//!   (`dead_letters_dropped_total{reason="write_failed"}`) and the runs are acknowledged all the
+//!   same: they are lost as dead letters, never as deliverable runs, and delivery goes on. The
+//!   store is bounded (`forward.dead_letter_max_bytes`): its oldest files are removed to make
+//!   room (`reason="evicted"`).
+//! - Held client keys (passthrough mode): a 401/403 for one client key parks that key's runs in
+//!   memory ([`held`]) while other keys' runs keep being delivered. The buffer has one cursor, so
+//!   the acknowledgement stops at the first parked run: the runs behind it that were delivered
+//!   stay on disk until the key is released (after a restart they are read again and, for
+//!   Dynamiq runs, suppressed as already delivered). Bounds: parked runs take at most
+//!   `forward.auth_hold_max_bytes` plus one read batch (`forward.max_bytes`) of memory; at the
+//!   bound nothing more is read until a held key's retry (counted); the disk behind the cursor is
+//!   bounded by `buffer.max_bytes` and its `when_full` policy, as in an outage. A held key is
+//!   retried with full-jitter backoff from `forward.retry_initial` up to
+//!   `forward.auth_hold_retry` by sending its oldest parked runs (one request); any answer other
+//!   than 401/403 releases it and its runs go out in buffer order. A client key's hold never
+//!   clears readiness. Runs stored without a client key use the sidecar's key and its global
+//!   hold.
 //!
 //! Guarantees:
-//! - At-least-once: nothing is acknowledged before the collector answered 2xx or the run was
-//!   fsynced to the dead-letter store; a run is never dropped silently. A stop in the middle of a
-//!   request leaves its runs unacknowledged, so they are delivered again after a restart.
 //! - Order: runs go out oldest first; in `passthrough` mode each request holds one client key's
-//!   runs, in buffer order within that key.
+//!   runs, in buffer order within that key (a held key's runs after its release too).
 //! - Limits: a request never exceeds `forward.max_runs` runs or `forward.max_bytes` body bytes
 //!   (framing included) and respects both rate limits.
 //! - Outcomes: 2xx acks; 408/429/5xx/transport errors retry forever (or `forward.max_retries`
 //!   times, then dead-letter `gave_up`) with full-jitter backoff and `Retry-After` as a floor; 413
-//!   halves the request down to single runs (then dead-letter `too_large`); other 4xx dead-letter
-//!   `rejected` and ack; 401/403 (or no key at all) hold delivery without acking or
-//!   dead-lettering, clear the readiness latch, and retry every `forward.auth_hold_retry` or as
-//!   soon as the key changes.
+//!   and the other permanent 4xx (400, 404, 422, ...) for several runs halve the request until
+//!   the refused runs are alone (at most ⌈log2 n⌉ levels, `2n − 1` requests for `n` runs, each
+//!   through the rate limits and the retry policy; counted in `splits_total{cause}`), and a
+//!   single refused run is dead-lettered (`too_large` or `rejected`, with the collector's answer);
+//!   401/403 (or no key at all) hold delivery without acking or dead-lettering: in sidecar-key
+//!   mode everything waits, the readiness latch is cleared, and delivery retries every
+//!   `forward.auth_hold_retry` or as soon as the key changes; in passthrough mode only that
+//!   client key is held (above).
 //! - Duplicates ([`dedup`]): a Dynamiq run (not one converted from an OTLP span) whose content
 //!   (its bytes, with its client key) the collector already accepted with 2xx, or
 //!   that repeats an earlier run of the same buffer batch, is acknowledged without being sent
@@ -33,16 +62,19 @@
 //!   small posts become few upstream requests.
 //! - Compression: with `upstream.compression = "gzip"` bodies go out gzip-compressed (compressed
 //!   once per request, not per retry); limits and 413 splitting count uncompressed bytes.
-//! - Logs: one line per state change (entering an outage or a hold with its reason, recovering),
-//!   per-attempt detail only at debug. The key is never logged.
+//! - Logs: one line per state change (entering an outage or a hold with its reason, recovering,
+//!   a client key held or released, the dead-letter store full or failing), per-attempt detail
+//!   only at debug. No key is ever logged.
 //!
 //! Fails: [`Forwarder::new`] fails only when the HTTP client cannot be built. At run time nothing
-//! is fatal: buffer read errors and dead-letter write errors are logged and retried.
+//! is fatal: buffer read errors are logged and retried, dead-letter write errors logged and
+//! counted.
 
 pub mod batch;
 pub mod client;
 pub mod deadletter;
 pub mod dedup;
+pub mod held;
 pub mod metrics;
 pub mod ratelimit;
 pub mod retry;
@@ -71,7 +103,8 @@ use batch::{Item, Piece};
 use client::{ClientError, Outcome, UpstreamClient};
 use deadletter::{DeadLetter, DeadLetterStore};
 use dedup::Dedup;
-use metrics::{DeadLetterReason, ForwardMetrics, RequestOutcome};
+use held::HeldKeys;
+use metrics::{DeadLetterDrop, DeadLetterReason, ForwardMetrics, RequestOutcome, SplitCause};
 use ratelimit::RateLimits;
 use retry::Backoff;
 
@@ -254,10 +287,13 @@ struct Outage {
 
 /// How one request group ended.
 enum Resolution {
-    /// Accepted, or durably dead-lettered: acknowledge.
+    /// Accepted, or dead-lettered: resolved.
     Done,
-    /// 413 for several runs: split.
+    /// 413, or a permanent rejection, for several runs: split in halves.
     Split,
+    /// Passthrough mode: the collector rejected the client's key (401/403); the runs are to be
+    /// parked with that key (it is already held).
+    Hold,
 }
 
 /// Delivers buffered runs to the collector. Build with [`Forwarder::new`], then [`run`](Self::run).
@@ -276,6 +312,19 @@ pub struct Forwarder<S: BatchSource = Reader> {
     outage: Option<Outage>,
     hold: Option<HoldCause>,
     last_acked: Option<u64>,
+    /// Sequence numbers read and not yet resolved (delivered, suppressed or dead-lettered),
+    /// parked runs included: the acknowledgement never reaches the first of them.
+    outstanding: BTreeSet<u64>,
+    /// The highest sequence number read so far (0: none).
+    read_through: u64,
+    /// Passthrough mode: client keys the collector rejected, with their parked runs.
+    held: HeldKeys,
+    /// Reading is paused because parked runs reached `forward.auth_hold_max_bytes`.
+    held_bound_paused: bool,
+    /// The last dead-letter write failed (logged once until one succeeds).
+    dead_letter_failing: bool,
+    /// The dead-letter bound has evicted files (logged once).
+    dead_letter_evicted: bool,
     dedup: Dedup,
     /// Where the dedup memory is saved at the end of [`run`](Self::run), if anywhere.
     dedup_snapshot: Option<PathBuf>,
@@ -337,6 +386,12 @@ impl<S: BatchSource> Forwarder<S> {
             outage: None,
             hold: None,
             last_acked: None,
+            outstanding: BTreeSet::new(),
+            read_through: 0,
+            held: HeldKeys::new(forward.retry_initial, forward.auth_hold_retry),
+            held_bound_paused: false,
+            dead_letter_failing: false,
+            dead_letter_evicted: false,
             dedup: Dedup::new(forward.dedup_entries),
             dedup_snapshot: None,
             upstream_url: upstream.url.clone(),
@@ -428,15 +483,52 @@ impl<S: BatchSource> Forwarder<S> {
             if stop.is_cancelled() {
                 return Err(Stopped);
             }
+            self.retry_due_keys(stop).await?;
             if drain.is_cancelled() && self.source.pending_records() == 0 {
                 return Ok(());
             }
-            if let Some(records) =
-                next_records("forwarder", &mut self.source, limits, drain, stop).await?
-            {
+            let next_retry = self.held.next_retry().map(tokio::time::Instant::from_std);
+            if self.held.bytes() >= self.forward.auth_hold_max_bytes {
+                self.pause_at_hold_bound();
+                match next_retry {
+                    Some(at) => or_stop(stop, tokio::time::sleep_until(at)).await?,
+                    // Cannot happen (parked runs belong to a key waiting for its retry); never
+                    // spin regardless.
+                    None => or_stop(stop, tokio::time::sleep(LOCAL_ERROR_PAUSE)).await?,
+                }
+                continue;
+            }
+            self.held_bound_paused = false;
+            let read = next_records("forwarder", &mut self.source, limits, drain, stop);
+            let records = match next_retry {
+                None => read.await?,
+                // A held key's retry does not wait for new runs (the read is cancel-safe).
+                Some(at) => tokio::select! {
+                    r = read => r?,
+                    _ = tokio::time::sleep_until(at) => continue,
+                },
+            };
+            if let Some(records) = records {
                 self.deliver(records, stop).await?;
             }
         }
+    }
+
+    /// Parked runs reached `forward.auth_hold_max_bytes`: nothing more is read until a held
+    /// key's retry (counted and logged once per pause).
+    fn pause_at_hold_bound(&mut self) {
+        if self.held_bound_paused {
+            return;
+        }
+        self.held_bound_paused = true;
+        self.metrics.auth_hold_bound_pauses.inc();
+        tracing::warn!(
+            held_keys = self.held.len(),
+            held_runs = self.held.runs(),
+            held_bytes = self.held.bytes(),
+            "runs of client keys the collector rejected fill forward.auth_hold_max_bytes; \
+             no more runs are read (every key waits) until a held key is retried"
+        );
     }
 
     /// Delivers one buffer batch, acknowledging as far as every earlier run is resolved.
@@ -445,7 +537,7 @@ impl<S: BatchSource> Forwarder<S> {
         records: Vec<Record>,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        let last_seq = records.last().map(|r| r.seq);
         let mut items = Vec::with_capacity(records.len());
         let dedup_on = self.dedup.enabled();
         let mut in_batch: HashSet<dedup::Fingerprint> = HashSet::new();
@@ -499,7 +591,10 @@ impl<S: BatchSource> Forwarder<S> {
                 "runs already delivered; acknowledged without sending"
             );
         }
-        let mut unresolved: BTreeSet<u64> = items.iter().map(|i| i.seq).collect();
+        if let Some(last) = last_seq {
+            self.read_through = self.read_through.max(last);
+        }
+        self.outstanding.extend(items.iter().map(|i| i.seq));
         self.metrics
             .in_flight_runs
             .set(i64::try_from(items.len()).unwrap_or(i64::MAX));
@@ -511,12 +606,19 @@ impl<S: BatchSource> Forwarder<S> {
         );
         // Acknowledge the records that precede the first run (corrupt or suppressed ones) right
         // away.
-        self.ack_resolved(&seqs, &unresolved);
+        self.ack_progress();
+        self.deliver_pieces(pieces, stop).await?;
+        self.metrics.in_flight_runs.set(0);
+        Ok(())
+    }
+
+    /// Sends (or parks, or dead-letters) planned pieces in order, acknowledging after each.
+    async fn deliver_pieces(
+        &mut self,
+        pieces: Vec<Piece>,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
         for piece in pieces {
-            let done: Vec<u64> = match &piece {
-                Piece::Send(items) => items.iter().map(|i| i.seq).collect(),
-                Piece::TooLarge(item) => vec![item.seq],
-            };
             match piece {
                 Piece::Send(items) => self.send_with_splits(items, stop).await?,
                 Piece::TooLarge(item) => {
@@ -530,26 +632,41 @@ impl<S: BatchSource> Forwarder<S> {
                         .await?;
                 }
             }
-            for seq in done {
-                unresolved.remove(&seq);
-            }
-            self.ack_resolved(&seqs, &unresolved);
+            self.ack_progress();
         }
-        self.metrics.in_flight_runs.set(0);
         Ok(())
     }
 
-    /// Acks through the last record of `seqs` that precedes every unresolved run.
-    fn ack_resolved(&mut self, seqs: &[u64], unresolved: &BTreeSet<u64>) {
-        let through = match unresolved.first() {
-            None => seqs.last().copied(),
-            Some(&first) => {
-                let idx = seqs.partition_point(|s| *s < first);
-                idx.checked_sub(1).map(|i| seqs[i])
-            }
+    /// Retries every held client key whose time has come: its parked runs are sent again, the
+    /// first request being the probe (rejected again: everything is parked again).
+    async fn retry_due_keys(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
+        while let Some((key, items)) = self.held.take_due(Instant::now()) {
+            tracing::debug!(
+                runs = items.len(),
+                "retrying a client key the collector rejected"
+            );
+            let pieces = batch::plan(
+                items,
+                AuthMode::Passthrough,
+                self.forward.max_runs,
+                self.forward.max_bytes,
+            );
+            self.deliver_pieces(pieces, stop).await?;
+            self.held.end_retry(&key);
+            self.update_held_gauges();
+            self.ack_progress();
+        }
+        Ok(())
+    }
+
+    /// Acks through the record before the first outstanding run (through the last record read
+    /// when none is outstanding).
+    fn ack_progress(&mut self) {
+        let through = match self.outstanding.first() {
+            Some(&first) => first.saturating_sub(1).min(self.read_through),
+            None => self.read_through,
         };
-        let Some(through) = through else { return };
-        if self.last_acked.is_some_and(|a| a >= through) {
+        if through == 0 || self.last_acked.is_some_and(|a| a >= through) {
             return;
         }
         match self.source.ack(through) {
@@ -561,7 +678,44 @@ impl<S: BatchSource> Forwarder<S> {
         }
     }
 
-    /// Sends one planned request, halving it on 413 until every part is resolved.
+    /// These runs reached their outcome: they no longer hold the acknowledgement back.
+    fn resolve(&mut self, items: &[Item]) {
+        for item in items {
+            self.outstanding.remove(&item.seq);
+        }
+    }
+
+    /// The client key whose runs `chunk` holds, when that key is on hold (passthrough mode)
+    /// and not being retried: the chunk is to be parked, not sent.
+    fn parked_key(&self, chunk: &[Item]) -> Option<String> {
+        if self.mode != AuthMode::Passthrough {
+            return None;
+        }
+        let key = chunk.first()?.client_key.as_deref()?;
+        self.held.parks(key).then(|| key.to_owned())
+    }
+
+    /// Parks `chunk` with its held client key.
+    fn park(&mut self, key: &str, chunk: Vec<Item>) {
+        self.held.park(key, chunk, Instant::now());
+        self.update_held_gauges();
+    }
+
+    fn update_held_gauges(&self) {
+        self.metrics
+            .held_keys
+            .set(i64::try_from(self.held.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .held_runs
+            .set(i64::try_from(self.held.runs()).unwrap_or(i64::MAX));
+    }
+
+    /// Sends one planned request, halving it on 413 or a permanent rejection until every part
+    /// is resolved (a part of a client key on hold is parked instead).
+    ///
+    /// Bounded: halving stops at single runs, so a request of `n` runs is split at most
+    /// ⌈log2 n⌉ levels deep and costs at most `2n − 1` requests (each through the rate limits
+    /// and the retry policy like any other).
     async fn send_with_splits(
         &mut self,
         items: Vec<Item>,
@@ -569,15 +723,26 @@ impl<S: BatchSource> Forwarder<S> {
     ) -> Result<(), Stopped> {
         let mut queue = VecDeque::from([items]);
         while let Some(chunk) = queue.pop_front() {
-            if let Resolution::Split = self.send_until_resolved(&chunk, stop).await? {
-                match batch::halve(chunk) {
+            if let Some(key) = self.parked_key(&chunk) {
+                self.park(&key, chunk);
+                continue;
+            }
+            match self.send_until_resolved(&chunk, stop).await? {
+                Resolution::Done => {}
+                Resolution::Split => match batch::halve(chunk) {
                     Some((first, second)) => {
                         queue.push_front(second);
                         queue.push_front(first);
                     }
                     None => unreachable!("a single run is dead-lettered, not split"),
+                },
+                Resolution::Hold => {
+                    if let Some(key) = chunk.first().and_then(|i| i.client_key.clone()) {
+                        self.park(&key, chunk);
+                    }
                 }
             }
+            self.ack_progress();
         }
         Ok(())
     }
@@ -636,6 +801,10 @@ impl<S: BatchSource> Forwarder<S> {
                     (outcome, Some(code), text, format!("HTTP {code}"))
                 }
                 Err(ClientError::InvalidKey) => {
+                    if let Some(client_key) = self.client_key_of(chunk) {
+                        self.hold_client_key(&client_key, None);
+                        return Ok(Resolution::Hold);
+                    }
                     self.enter_hold(HoldCause::InvalidKey);
                     self.wait_in_hold(key_version, stop).await?;
                     continue;
@@ -657,7 +826,9 @@ impl<S: BatchSource> Forwarder<S> {
                     self.metrics.wire_bytes.inc_by(body.bytes.len() as u64);
                     self.remember_delivered(chunk);
                     self.observe(Delivery::Delivered, chunk);
+                    self.resolve(chunk);
                     self.link_ok();
+                    self.client_key_accepted(chunk);
                     return Ok(Resolution::Done);
                 }
                 Outcome::Retry { retry_after } => {
@@ -681,8 +852,10 @@ impl<S: BatchSource> Forwarder<S> {
                 }
                 Outcome::TooLarge => {
                     self.link_ok();
+                    self.client_key_accepted(chunk);
                     if chunk.len() > 1 {
                         self.metrics.request(RequestOutcome::Split);
+                        self.metrics.split(SplitCause::TooLarge);
                         tracing::debug!(
                             runs = chunk.len(),
                             "collector answered 413; splitting the request"
@@ -701,12 +874,25 @@ impl<S: BatchSource> Forwarder<S> {
                 }
                 Outcome::Reject => {
                     self.link_ok();
+                    self.client_key_accepted(chunk);
+                    if chunk.len() > 1 {
+                        // One bad run must not take the others (other clients' among them) to
+                        // the dead-letter store: halve until the rejected runs are alone.
+                        self.metrics.request(RequestOutcome::Split);
+                        self.metrics.split(SplitCause::Rejected);
+                        tracing::debug!(
+                            status = status.unwrap_or_default(),
+                            runs = chunk.len(),
+                            "the collector rejected a request of several runs; splitting it to isolate the rejected ones"
+                        );
+                        return Ok(Resolution::Split);
+                    }
                     self.metrics.request(RequestOutcome::DeadLetter);
                     tracing::warn!(
+                        seq = chunk[0].seq,
                         status = status.unwrap_or_default(),
-                        runs = chunk.len(),
                         response = %deadletter::truncate(&response, 512),
-                        "the collector rejected runs permanently; moved to the dead-letter store"
+                        "the collector rejected a run permanently; moved to the dead-letter store"
                     );
                     self.dead_letter(chunk, DeadLetterReason::Rejected, status, &response, stop)
                         .await?;
@@ -714,6 +900,10 @@ impl<S: BatchSource> Forwarder<S> {
                 }
                 Outcome::AuthHold => {
                     self.metrics.request(RequestOutcome::AuthHold);
+                    if let Some(client_key) = self.client_key_of(chunk) {
+                        self.hold_client_key(&client_key, status);
+                        return Ok(Resolution::Hold);
+                    }
                     self.enter_hold(HoldCause::Rejected(status.unwrap_or(401)));
                     self.wait_in_hold(key_version, stop).await?;
                 }
@@ -741,8 +931,9 @@ impl<S: BatchSource> Forwarder<S> {
             .set(i64::try_from(self.dedup.len()).unwrap_or(i64::MAX));
     }
 
-    /// Writes runs to the dead-letter store, retrying until the write is durable (the runs are
-    /// only acknowledged after this returns).
+    /// Writes runs to the dead-letter store and resolves them. A failed write is tried once
+    /// more (on a fresh file); if that fails too, it is logged and counted, and the runs are
+    /// resolved all the same: they are lost as dead letters, and delivery of other runs goes on.
     async fn dead_letter(
         &mut self,
         items: &[Item],
@@ -762,25 +953,117 @@ impl<S: BatchSource> Forwarder<S> {
                 client_key: i.client_key.clone(),
             })
             .collect();
-        let mut failed = false;
-        loop {
-            match or_stop(stop, self.dead_letters.append(entries.clone())).await? {
-                Ok(()) => break,
-                Err(e) => {
-                    if !failed {
-                        tracing::error!(error = %e, "cannot write the dead-letter store; the runs stay in the buffer and the write is retried");
-                        failed = true;
+        let runs = items.len() as u64;
+        let mut result = or_stop(stop, self.dead_letters.append(entries.clone())).await?;
+        if result.is_err() {
+            result = or_stop(stop, self.dead_letters.append(entries)).await?;
+        }
+        match result {
+            Ok(report) => {
+                if std::mem::take(&mut self.dead_letter_failing) {
+                    tracing::info!("dead-letter store writable again");
+                }
+                self.metrics
+                    .dead_letter_bytes
+                    .set(i64::try_from(report.store_bytes).unwrap_or(i64::MAX));
+                if report.evicted_runs > 0 {
+                    self.metrics
+                        .dead_letters_dropped(DeadLetterDrop::Evicted, report.evicted_runs);
+                    if std::mem::replace(&mut self.dead_letter_evicted, true) {
+                        tracing::debug!(runs = report.evicted_runs, "oldest dead letters removed");
+                    } else {
+                        tracing::warn!(
+                            runs = report.evicted_runs,
+                            max_bytes = self.forward.dead_letter_max_bytes,
+                            "the dead-letter store reached forward.dead_letter_max_bytes; its oldest files are removed to make room (counted in dynamiq_sidecar_forward_dead_letters_dropped_total)"
+                        );
                     }
-                    or_stop(stop, tokio::time::sleep(LOCAL_ERROR_PAUSE)).await?;
+                }
+                if report.refused_runs > 0 {
+                    self.metrics
+                        .dead_letters_dropped(DeadLetterDrop::NoRoom, report.refused_runs);
+                    tracing::warn!(
+                        runs = report.refused_runs,
+                        max_bytes = self.forward.dead_letter_max_bytes,
+                        "dead-lettered runs larger than forward.dead_letter_max_bytes together; not kept"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .dead_letters_dropped(DeadLetterDrop::WriteFailed, runs);
+                if std::mem::replace(&mut self.dead_letter_failing, true) {
+                    tracing::debug!(error = %e, runs, "dead-letter write failed again");
+                } else {
+                    tracing::error!(
+                        error = %e,
+                        runs,
+                        "cannot write the dead-letter store; the runs the collector refused are acknowledged without a dead-letter copy (lost) and delivery goes on"
+                    );
                 }
             }
         }
-        if failed {
-            tracing::info!("dead-letter store writable again");
-        }
-        self.metrics.dead_letters(reason, items.len() as u64);
+        self.metrics.dead_letters(reason, runs);
         self.observe(Delivery::DeadLettered, items);
+        self.resolve(items);
         Ok(())
+    }
+
+    /// The client key of a passthrough `chunk` (`None` in sidecar-key mode, or for runs stored
+    /// without one: those use the sidecar's key and its hold).
+    fn client_key_of(&self, chunk: &[Item]) -> Option<String> {
+        match self.mode {
+            AuthMode::SidecarKey => None,
+            AuthMode::Passthrough => chunk.first()?.client_key.clone(),
+        }
+    }
+
+    /// The collector rejected a client's key (passthrough mode): hold that key only.
+    fn hold_client_key(&mut self, client_key: &str, status: Option<u16>) {
+        // A 401/403 is an answer: the collector is reachable.
+        if status.is_some() {
+            if let Some(outage) = self.outage.take() {
+                tracing::info!(after = ?outage.since.elapsed(), "collector reachable again");
+            }
+            self.backoff.reset();
+        }
+        if self.held.hold(client_key, Instant::now()) {
+            let why = match status {
+                Some(code) => format!("rejected a client's access key (HTTP {code})"),
+                None => {
+                    "cannot send a client's access key (characters not allowed in an HTTP header)"
+                        .to_string()
+                }
+            };
+            tracing::warn!(
+                held_keys = self.held.len(),
+                "the collector {why} in passthrough mode: an org-scoped or revoked key? Dynamiq needs a \
+                 project-scoped access key. That key's runs are held (they stay in the buffer) and retried \
+                 with backoff up to forward.auth_hold_retry; other keys' runs keep flowing"
+            );
+        } else {
+            tracing::debug!(
+                held_keys = self.held.len(),
+                "a held client key is still rejected"
+            );
+        }
+        self.update_held_gauges();
+    }
+
+    /// The collector answered `chunk` with something other than 401/403: its client key (if
+    /// held) works again.
+    fn client_key_accepted(&mut self, chunk: &[Item]) {
+        let Some(client_key) = self.client_key_of(chunk) else {
+            return;
+        };
+        if let Some(after) = self.held.release(&client_key) {
+            tracing::info!(
+                after = ?after,
+                held_keys = self.held.len(),
+                "the collector accepts a held client key again; its runs are delivered"
+            );
+            self.update_held_gauges();
+        }
     }
 
     /// The collector gave a definitive answer (not retryable, not 401/403): leave any outage or
@@ -847,7 +1130,9 @@ impl<S: BatchSource> Forwarder<S> {
             HoldCause::Rejected(status) => {
                 let whose = match self.mode {
                     AuthMode::SidecarKey => "the access key",
-                    AuthMode::Passthrough => "a client's access key (passthrough mode)",
+                    AuthMode::Passthrough => {
+                        "the sidecar's access key (passthrough mode, for runs stored without a client key)"
+                    }
                 };
                 tracing::warn!(
                     "the collector rejected {whose} (HTTP {status}): an org-scoped or revoked key? Dynamiq needs a \

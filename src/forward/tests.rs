@@ -132,6 +132,8 @@ struct Req {
     content_type: Option<String>,
     content_encoding: Option<String>,
     body: Bytes,
+    /// The status the mock answered.
+    status: u16,
 }
 
 impl Req {
@@ -212,13 +214,17 @@ async fn handle(State(state): State<Arc<MockState>>, headers: HeaderMap, body: B
             .get("content-encoding")
             .map(|v| v.to_str().unwrap().to_string()),
         body,
+        status: 0,
     };
-    let n = {
+    let r = {
         let mut reqs = state.requests.lock().unwrap();
-        reqs.push(req.clone());
-        reqs.len() - 1
+        let r = (state.responder)(&req, reqs.len());
+        reqs.push(Req {
+            status: r.status,
+            ..req
+        });
+        r
     };
-    let r = (state.responder)(&req, n);
     if !r.delay.is_zero() {
         tokio::time::sleep(r.delay).await;
     }
@@ -283,6 +289,8 @@ fn fast_forward_config() -> ForwardConfig {
         max_retries: 0,
         auth_hold_retry: Duration::from_secs(60),
         dedup_entries: 1000,
+        dead_letter_max_bytes: 1024 * 1024,
+        auth_hold_max_bytes: 1024 * 1024,
     }
 }
 
@@ -352,7 +360,9 @@ fn start_opts(
     let readiness = Readiness::default();
     let mut registry = Registry::default();
     let dl_dir = tempfile::tempdir().unwrap();
-    let store = DeadLetterStore::open(dl_dir.path()).unwrap();
+    let store = DeadLetterStore::open(dl_dir.path())
+        .unwrap()
+        .with_max_bytes(forward.dead_letter_max_bytes);
     let fwd = Forwarder::with_source(
         &upstream,
         &forward,
@@ -644,10 +654,11 @@ async fn a_422_dead_letters_the_runs_with_the_answer_then_acks() {
     h.buffer.push(exact, None);
     h.buffer.push(&run("2"), None);
     wait_until("all acked", || h.buffer.acked() == 2).await;
+    let sizes: Vec<usize> = m.requests().iter().map(|r| r.runs().len()).collect();
     assert_eq!(
-        m.requests().len(),
-        1,
-        "a permanent rejection is not retried"
+        sizes,
+        [2, 1, 1],
+        "split down to single runs, and a rejected single run is not retried"
     );
     let dl = h.dead_letters();
     assert_eq!(dl.len(), 2);
@@ -1419,4 +1430,364 @@ async fn next_records_is_abandoned_when_stop_is_cancelled_during_the_error_pause
         started.elapsed() < Duration::from_secs(60),
         "not after the whole pause"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery hardening: poisoned batches, the bounded dead-letter store, per-key holds
+
+fn accepted_ids(m: &Mock) -> Vec<String> {
+    m.requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .flat_map(Req::ids)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_422_for_a_coalesced_batch_isolates_the_rejected_run_and_delivers_every_other() {
+    let m = mock(|req, _| {
+        if req.ids().iter().any(|id| id.contains("poison")) {
+            let mut r = reply(422);
+            r.body = r#"{"detail":"bad run"}"#.into();
+            r
+        } else {
+            reply(200)
+        }
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::Passthrough, Some("sidecar"), |f| {
+        f.max_delay = Duration::from_millis(50)
+    });
+    // Two clients interleaved in one buffer batch; the poisoned run is client a's.
+    let runs = [
+        ("a1", "key-a"),
+        ("b1", "key-b"),
+        ("a2", "key-a"),
+        ("poison", "key-a"),
+        ("b2", "key-b"),
+        ("a3", "key-a"),
+        ("b3", "key-b"),
+        ("a4", "key-a"),
+    ];
+    for (id, key) in runs {
+        h.buffer.push(&run(id), Some(key));
+    }
+    wait_until("all acked", || h.buffer.acked() == 8).await;
+    let mut delivered = accepted_ids(&m);
+    delivered.sort();
+    assert_eq!(delivered, ["a1", "a2", "a3", "a4", "b1", "b2", "b3"]);
+    let dl = h.dead_letters();
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0]["run"]["id"], "poison");
+    assert_eq!(dl[0]["status"], 422);
+    assert_eq!(dl[0]["response"], r#"{"detail":"bad run"}"#);
+    // Bounded: a request of n runs costs at most 2n - 1 requests.
+    let requests = m.requests().len();
+    assert!(requests < 2 * 8, "{requests}");
+    let h = h.stop().await;
+    assert!(
+        metric(
+            &h,
+            r#"dynamiq_sidecar_forward_splits_total{cause="rejected"}"#
+        ) >= 2
+    );
+    assert_eq!(
+        metric(
+            &h,
+            r#"dynamiq_sidecar_forward_dead_lettered_runs_total{reason="rejected"}"#
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_split_sub_requests_go_through_the_retry_policy() {
+    // The first single-run request of the split meets a 503 once: it is retried, not dropped.
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = failed_once.clone();
+    let m = mock(move |req, _| {
+        let ids = req.ids();
+        if ids.len() > 1 && ids.iter().any(|id| id == "poison") {
+            return reply(400);
+        }
+        if ids == ["good"] && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return reply(503);
+        }
+        reply(if ids == ["poison"] { 400 } else { 200 })
+    })
+    .await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_delay = Duration::from_millis(50)
+    });
+    h.buffer.push(&run("good"), None);
+    h.buffer.push(&run("poison"), None);
+    wait_until("all acked", || h.buffer.acked() == 2).await;
+    let sent: Vec<Vec<String>> = m.requests().iter().map(Req::ids).collect();
+    assert_eq!(
+        sent,
+        [
+            vec!["good", "poison"],
+            vec!["good"],
+            vec!["good"],
+            vec!["poison"]
+        ]
+    );
+    assert_eq!(h.dead_letters().len(), 1);
+    let h = h.stop().await;
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_retries_total"), 1);
+}
+
+/// A mock that answers 422 to any request holding a run whose id starts with `prefix`.
+async fn mock_rejecting_runs_named(prefix: &'static str) -> Mock {
+    mock(move |req, _| {
+        reply(if req.ids().iter().any(|id| id.starts_with(prefix)) {
+            422
+        } else {
+            200
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_dead_letter_write_is_counted_and_delivery_goes_on() {
+    let m = mock_rejecting_runs_named("bad").await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_runs = 1
+    });
+    // The dead-letter directory replaced by a file: no dead-letter file can be created.
+    let dir = h.dl_dir.path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"").unwrap();
+    for id in ["good1", "bad1", "good2", "bad2", "good3"] {
+        h.buffer.push(&run(id), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 5).await;
+    assert_eq!(sent_ids(&m).len(), 5, "every run was sent once");
+    let good: Vec<String> = sent_ids(&m)
+        .into_iter()
+        .filter(|id| id.starts_with("good"))
+        .collect();
+    assert_eq!(good, ["good1", "good2", "good3"]);
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    h.buffer.push(&run("bad3"), None);
+    wait_until("acked", || h.buffer.acked() == 6).await;
+    assert_eq!(
+        h.dead_letters().len(),
+        1,
+        "written again once the store works"
+    );
+    let h = h.stop().await;
+    assert_eq!(
+        metric(
+            &h,
+            r#"dynamiq_sidecar_forward_dead_letters_dropped_total{reason="write_failed"}"#
+        ),
+        2
+    );
+    assert_eq!(
+        metric(
+            &h,
+            r#"dynamiq_sidecar_forward_dead_lettered_runs_total{reason="rejected"}"#
+        ),
+        3
+    );
+}
+
+#[tokio::test]
+async fn an_overflowing_dead_letter_store_drops_its_oldest_and_delivery_goes_on() {
+    let m = mock_rejecting_runs_named("bad").await;
+    let h = start(&m.url(), AuthMode::SidecarKey, Some("k"), |f| {
+        f.max_runs = 1;
+        f.dead_letter_max_bytes = 2048;
+    });
+    for i in 0..60 {
+        h.buffer.push(&run(&format!("bad{i:02}")), None);
+        h.buffer.push(&run(&format!("good{i:02}")), None);
+    }
+    wait_until("all acked", || h.buffer.acked() == 120).await;
+    let good = sent_ids(&m)
+        .into_iter()
+        .filter(|id| id.starts_with("good"))
+        .count();
+    assert_eq!(good, 60);
+    let kept = h.dead_letters();
+    let bytes: u64 = std::fs::read_dir(h.dl_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes <= 2048, "{bytes}");
+    assert_eq!(
+        kept.last().unwrap()["run"]["id"],
+        "bad59",
+        "the newest are kept"
+    );
+    let h = h.stop().await;
+    let evicted = metric(
+        &h,
+        r#"dynamiq_sidecar_forward_dead_letters_dropped_total{reason="evicted"}"#,
+    );
+    assert_eq!(
+        evicted + kept.len() as u64,
+        60,
+        "every dead letter kept or counted"
+    );
+    assert_eq!(
+        metric(&h, "dynamiq_sidecar_forward_dead_letter_bytes"),
+        bytes
+    );
+}
+
+/// A mock that answers 401 to `Bearer key-a` while `reject_a` is set, 200 otherwise.
+async fn mock_rejecting_key_a(reject_a: Arc<std::sync::atomic::AtomicBool>) -> Mock {
+    mock(move |req, _| {
+        let a = req.auth.as_deref() == Some("Bearer key-a");
+        reply(if a && reject_a.load(std::sync::atomic::Ordering::SeqCst) {
+            401
+        } else {
+            200
+        })
+    })
+    .await
+}
+
+fn ids_sent_with(m: &Mock, auth: &str, status_ok: impl Fn(&Req) -> bool) -> Vec<String> {
+    m.requests()
+        .iter()
+        .filter(|r| r.auth.as_deref() == Some(auth) && status_ok(r))
+        .flat_map(Req::ids)
+        .collect()
+}
+
+#[tokio::test]
+async fn passthrough_a_401_holds_only_that_keys_runs_and_releases_them_in_order() {
+    let reject_a = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let m = mock_rejecting_key_a(reject_a.clone()).await;
+    let h = start(&m.url(), AuthMode::Passthrough, Some("sidecar"), |f| {
+        f.auth_hold_retry = Duration::from_millis(80);
+    });
+    for (id, key) in [
+        ("a1", "key-a"),
+        ("b1", "key-b"),
+        ("a2", "key-a"),
+        ("b2", "key-b"),
+    ] {
+        h.buffer.push(&run(id), Some(key));
+    }
+    wait_until("b's runs delivered", || {
+        ids_sent_with(&m, "Bearer key-b", |_| true) == ["b1", "b2"]
+    })
+    .await;
+    // More of both while a is held: b's flow, a's wait behind a1 and a2.
+    h.buffer.push(&run("a3"), Some("key-a"));
+    h.buffer.push(&run("b3"), Some("key-b"));
+    wait_until("b3 delivered", || {
+        ids_sent_with(&m, "Bearer key-b", |_| true).len() == 3
+    })
+    .await;
+    wait_until("a retried with backoff", || {
+        m.requests()
+            .iter()
+            .filter(|r| r.auth.as_deref() == Some("Bearer key-a"))
+            .count()
+            >= 3
+    })
+    .await;
+    assert_eq!(h.buffer.acked(), 0, "nothing passes the first held run");
+    assert!(
+        h.readiness.is_set(Latch::UpstreamAuthorized),
+        "one client's bad key does not fail readiness"
+    );
+    assert!(h.dead_letters().is_empty());
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_held_keys"), 1);
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_held_runs"), 3);
+    // A probe is one request, not one per parked run.
+    let a_requests: Vec<usize> = m
+        .requests()
+        .iter()
+        .filter(|r| r.auth.as_deref() == Some("Bearer key-a"))
+        .map(|r| r.runs().len())
+        .collect();
+    assert!(a_requests.iter().skip(1).all(|&n| n >= 2), "{a_requests:?}");
+
+    reject_a.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("all acked", || h.buffer.acked() == 6).await;
+    let a_delivered: Vec<String> = m
+        .requests()
+        .iter()
+        .filter(|r| r.auth.as_deref() == Some("Bearer key-a"))
+        .last()
+        .map(Req::ids)
+        .unwrap();
+    assert_eq!(
+        a_delivered,
+        ["a1", "a2", "a3"],
+        "held runs leave in buffer order"
+    );
+    let h = h.stop().await;
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_held_keys"), 0);
+    assert_eq!(metric(&h, "dynamiq_sidecar_forward_held_runs"), 0);
+    assert!(!h.metrics().contains("key-a"));
+}
+
+#[tokio::test]
+async fn held_runs_at_their_bound_pause_reading_until_the_key_works_again() {
+    let reject_a = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let m = mock_rejecting_key_a(reject_a.clone()).await;
+    let h = start(&m.url(), AuthMode::Passthrough, Some("sidecar"), |f| {
+        f.auth_hold_retry = Duration::from_millis(50);
+        f.auth_hold_max_bytes = 200;
+        f.max_runs = 5;
+    });
+    // 10 runs of a (~20 bytes each) fill the bound; b's runs behind them must wait.
+    for i in 0..12 {
+        h.buffer.push(&run(&format!("a{i:02}")), Some("key-a"));
+    }
+    wait_until("the pause", || {
+        metric(&h, "dynamiq_sidecar_forward_auth_hold_bound_pauses_total") == 1
+    })
+    .await;
+    h.buffer.push(&run("b1"), Some("key-b"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        ids_sent_with(&m, "Bearer key-b", |_| true).is_empty(),
+        "nothing more is read at the bound"
+    );
+    reject_a.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("all acked", || h.buffer.acked() == 13).await;
+    let accepted_a = ids_sent_with(&m, "Bearer key-a", |r| r.status == 200);
+    let expected: Vec<String> = (0..12).map(|i| format!("a{i:02}")).collect();
+    assert_eq!(accepted_a, expected, "nothing lost, buffer order kept");
+    assert_eq!(ids_sent_with(&m, "Bearer key-b", |_| true), ["b1"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn drain_waits_for_a_held_key_and_returns_once_it_is_released() {
+    let reject_a = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let m = mock_rejecting_key_a(reject_a.clone()).await;
+    let mut h = start(&m.url(), AuthMode::Passthrough, Some("sidecar"), |f| {
+        f.auth_hold_retry = Duration::from_millis(50);
+    });
+    h.buffer.push(&run("a1"), Some("key-a"));
+    h.buffer.push(&run("b1"), Some("key-b"));
+    wait_until("b delivered", || {
+        !ids_sent_with(&m, "Bearer key-b", |_| true).is_empty()
+    })
+    .await;
+    h.drain.cancel();
+    let mut handle = h.handle.take().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut handle)
+            .await
+            .is_err(),
+        "drain does not return while a run is held"
+    );
+    reject_a.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(3), handle)
+        .await
+        .expect("drain returns once the key works")
+        .unwrap();
+    assert_eq!(h.buffer.acked(), 2);
 }

@@ -57,6 +57,25 @@ impl ApiError {
         )
     }
 
+    /// 413 for a run too large to ever be forwarded: it must fit in one request to the
+    /// collector on its own. `id` is cut to 128 bytes in the message.
+    pub fn run_too_large(index: usize, id: &str, size: usize, limit: usize) -> Self {
+        let id = crate::forward::deadletter::truncate(id, 128);
+        let mut e = Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "run_too_large",
+            format!(
+                "run {id:?} is {size} bytes; a run must fit alone in one request to the collector: \
+                 at most {limit} bytes (forward.max_bytes less the request framing). Nothing of this batch was stored"
+            ),
+        );
+        e.details.insert(
+            format!("runs[{index}]"),
+            format!("{size} bytes, more than {limit} (forward.max_bytes)"),
+        );
+        e
+    }
+
     /// 415 for a content type or encoding the sidecar does not read.
     pub fn unsupported_media(message: impl Into<String>) -> Self {
         Self::new(

@@ -45,6 +45,9 @@ pub struct IngestState {
     pub auth_mode: AuthMode,
     /// `ingest.max_body_bytes`.
     pub max_body_bytes: u64,
+    /// Largest run the forwarder can send (`forward.max_bytes` less the request framing, see
+    /// [`crate::forward::batch::max_run_bytes`]): a larger one is refused at ingest.
+    pub max_run_bytes: usize,
     /// `ingest.request_timeout`: the whole request must arrive within it.
     pub request_timeout: Duration,
     /// The buffer latch is refreshed after each append.

@@ -2,8 +2,9 @@
 //! decoding, span → run conversion, durable append, and the OTLP response forms.
 //!
 //! Guarantees: a request is answered only after every run made from its valid spans is in the
-//! disk buffer; invalid spans are counted in `partial_success.rejected_spans` with a reason and
-//! never stop the valid ones; an undecodable body is rejected whole (400 / `INVALID_ARGUMENT`)
+//! disk buffer; invalid spans, and spans whose run would be larger than one request to the
+//! collector may carry (`forward.max_bytes` less the framing), are counted in
+//! `partial_success.rejected_spans` with a reason and never stop the valid ones; an undecodable body is rejected whole (400 / `INVALID_ARGUMENT`)
 //! with a message that says what was wrong.
 
 use std::borrow::Cow;
@@ -111,10 +112,19 @@ pub async fn export(
     };
     let ConvertedRecords {
         buffers,
-        records,
-        rejected_spans,
-        error_message,
+        mut records,
+        mut rejected_spans,
+        mut error_message,
     } = converted;
+    let unforwardable =
+        reject_unforwardable_runs(&buffers, &mut records, prefix_len, state.max_run_bytes);
+    if let Some((count, message)) = unforwardable {
+        rejected_spans += count;
+        if !error_message.is_empty() {
+            error_message.push_str("; ");
+        }
+        error_message.push_str(&message);
+    }
     let accepted_spans = records.len() as u64;
     if !records.is_empty() {
         // Buffer payloads (`prefix ‖ run`) and, for the index, the runs: slices of the
@@ -139,6 +149,35 @@ pub async fn export(
         rejected_spans,
         error_message,
     })
+}
+
+/// Removes the records whose run is larger than one request to the collector may carry
+/// (`max_run_bytes`): stored, they could only be dead-lettered. Their spans are rejected as a
+/// partial success, which the OTLP spec prescribes for data a server refuses while accepting the
+/// rest (a 413 would make the client drop, or retry, the valid spans too). Returns how many and
+/// a message naming the first one's run id.
+fn reject_unforwardable_runs(
+    buffers: &[Vec<u8>],
+    records: &mut Vec<ConvertedRecord>,
+    prefix_len: usize,
+    max_run_bytes: usize,
+) -> Option<(u64, String)> {
+    let run_len = |r: &ConvertedRecord| r.range.len().saturating_sub(prefix_len);
+    let first = records.iter().find(|r| run_len(r) > max_run_bytes)?;
+    let json = Bytes::copy_from_slice(
+        &buffers[first.buffer][first.range.start + prefix_len..first.range.end],
+    );
+    let id = NewRun::parse(0, &json)
+        .map(|run| run.id.into_owned())
+        .unwrap_or_default();
+    let message = format!(
+        "span converted to run {:?} is {} bytes; a run must fit alone in one request to the collector: at most {max_run_bytes} bytes (forward.max_bytes less the request framing)",
+        crate::forward::deadletter::truncate(&id, 128),
+        run_len(first),
+    );
+    let before = records.len();
+    records.retain(|r| run_len(r) <= max_run_bytes);
+    Some(((before - records.len()) as u64, message))
 }
 
 /// Bytes of runs (buffer records) the conversion makes at most: the span's fields as JSON
@@ -308,6 +347,44 @@ mod tests {
         let base64_ids = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AAECAwQFBgcICQoLDA0ODw==","spanId":"AAECAwQFBgc="}]}]}]}"#;
         let e = decode_request(base64_ids, OtlpEncoding::Json).unwrap_err();
         assert!(e.message.contains("hex"), "{}", e.message);
+    }
+
+    #[test]
+    fn runs_too_large_to_forward_are_rejected_spans_naming_the_first_and_the_rest_stay() {
+        let prefix = envelope::run_prefix(Some("client-key"));
+        let runs = [
+            r#"{"id":"small-1","trace_id":"t"}"#.to_string(),
+            format!(
+                r#"{{"id":"huge","trace_id":"t","pad":"{}"}}"#,
+                "x".repeat(200)
+            ),
+            r#"{"id":"small-2","trace_id":"t"}"#.to_string(),
+        ];
+        let mut buffer = Vec::new();
+        let mut records = Vec::new();
+        for run in &runs {
+            let start = buffer.len();
+            buffer.extend_from_slice(&prefix);
+            buffer.extend_from_slice(run.as_bytes());
+            records.push(ConvertedRecord {
+                buffer: 0,
+                range: start..buffer.len(),
+                keys: None,
+            });
+        }
+        let buffers = vec![buffer];
+        let mut kept = records.clone();
+        assert!(reject_unforwardable_runs(&buffers, &mut kept, prefix.len(), 1000).is_none());
+        assert_eq!(kept.len(), 3);
+        let (count, message) =
+            reject_unforwardable_runs(&buffers, &mut kept, prefix.len(), 100).unwrap();
+        assert_eq!(count, 1);
+        assert!(
+            message.contains(r#""huge""#) && message.contains("forward.max_bytes"),
+            "{message}"
+        );
+        assert!(!message.contains("client-key"));
+        assert_eq!(kept, [records[0].clone(), records[2].clone()]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Guarantees: `200 {"message":"ok","accepted":N}` is sent only after every run of the batch
 //! is in the disk buffer (written, and fsynced under `fsync = "always"`); a batch is stored
-//! whole or not at all; every rejection is a JSON error with a 4xx/5xx that says why.
+//! whole or not at all; a batch with a run larger than one upstream request may carry
+//! (`forward.max_bytes` less the framing) is refused with 413 naming the run; every rejection is
+//! a JSON error with a 4xx/5xx that says why.
 
 use std::time::Instant;
 
@@ -194,6 +196,7 @@ async fn ingest_runs(
     batch: RunBatch<'_>,
 ) -> Result<usize, ApiError> {
     let client_key = client_key(state, headers)?;
+    refuse_unforwardable_runs(&batch, state.max_run_bytes)?;
     let payloads: Vec<Bytes> = batch
         .runs
         .iter()
@@ -216,6 +219,26 @@ async fn ingest_runs(
     };
     store(state, payloads, indexed).await?;
     Ok(accepted)
+}
+
+/// A batch holding a run larger than one request to the collector may carry is refused whole
+/// (413 naming the first such run): stored, the run could only be dead-lettered after the client
+/// was told "ok".
+fn refuse_unforwardable_runs(batch: &RunBatch<'_>, max_run_bytes: usize) -> Result<(), ApiError> {
+    match batch
+        .runs
+        .iter()
+        .enumerate()
+        .find(|(_, run)| run.json.len() > max_run_bytes)
+    {
+        Some((i, run)) => Err(ApiError::run_too_large(
+            i,
+            &run.id,
+            run.json.len(),
+            max_run_bytes,
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Appends encoded runs to the buffer as one unit; answers once they are durable. Then hands

@@ -2,8 +2,9 @@
 //!
 //! It records every request (method, path, headers, raw and decoded body, the runs in it, the
 //! arrival time, the status it answered) and answers `POST /v1/traces` from a programmable
-//! script: a queue of [`MockResponse`]s consumed one per request, then a default (200
-//! `{"message":"ok"}` unless changed). Any other path answers 404 (and is recorded too).
+//! script: a responder looking at the request, when set and it answers; else a queue of
+//! [`MockResponse`]s consumed one per request, then a default (200 `{"message":"ok"}` unless
+//! changed). Any other path answers 404 (and is recorded too).
 //!
 //! It runs on its own tokio runtime, so it works from `#[test]` and `#[tokio::test]` alike; the
 //! accessors are synchronous. `stop()` / `resume()` take it off the air and back on the same
@@ -154,11 +155,15 @@ impl RecordedRequest {
     }
 }
 
+/// Answers a request from its content (`None`: fall back to the script and the default).
+pub type Responder = Arc<dyn Fn(&RecordedRequest) -> Option<MockResponse> + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     requests: Vec<RecordedRequest>,
     script: VecDeque<MockResponse>,
     default: Option<MockResponse>,
+    responder: Option<Responder>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -260,6 +265,20 @@ impl MockCollector {
     /// The response used once the script is empty (initially 200 `{"message":"ok"}`).
     pub fn set_default_response(&self, response: MockResponse) {
         lock(&self.state).default = Some(response);
+    }
+
+    /// Answers each `POST /v1/traces` with `responder(request)` when it returns `Some` (e.g. 422
+    /// for any batch holding a marker run, 401 for one key), before the script and the default.
+    pub fn set_responder(
+        &self,
+        responder: impl Fn(&RecordedRequest) -> Option<MockResponse> + Send + Sync + 'static,
+    ) {
+        lock(&self.state).responder = Some(Arc::new(responder));
+    }
+
+    /// Removes the responder.
+    pub fn clear_responder(&self) {
+        lock(&self.state).responder = None;
     }
 
     /// Forgets the recorded requests (not the script).
@@ -425,8 +444,11 @@ pub fn split_batch(body: &[u8]) -> Result<(Vec<Value>, Vec<String>), String> {
     Ok((runs, raw))
 }
 
-fn next_response(state: &SharedState) -> MockResponse {
+fn next_response(state: &SharedState, request: &RecordedRequest) -> MockResponse {
     let mut s = lock(state);
+    if let Some(response) = s.responder.as_ref().and_then(|r| r(request)) {
+        return response;
+    }
     match s.script.pop_front() {
         Some(r) => r,
         None => s.default.clone().unwrap_or_else(MockResponse::ok),
@@ -487,7 +509,7 @@ async fn handle(State(state): State<SharedState>, request: Request) -> Response 
             }
             Err(e) => recorded.parse_error = Some(e),
         }
-        next_response(&state)
+        next_response(&state, &recorded)
     } else {
         MockResponse::status(404)
     };

@@ -19,6 +19,15 @@ pub mod tls_proxy;
 pub use collector::{MockCollector, MockResponse, RecordedRequest};
 pub use sidecar::{Sidecar, SidecarBuilder};
 
+/// The value of the sample `name` (labels included, e.g. `x_total{reason="a"}`) in a
+/// `/metrics` text; 0 when absent.
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `ok` every 25 ms until it holds; panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;

@@ -527,8 +527,14 @@ impl Sidecar {
     /// `POST /v1/traces` with `body` as JSON and `Authorization: Bearer TEST_CLIENT_TOKEN`;
     /// the whole response (status, headers, body).
     pub fn post_batch(&self, body: &Value) -> HttpResponse {
+        self.post_batch_as(TEST_CLIENT_TOKEN, body)
+    }
+
+    /// `POST /v1/traces` with `body` as JSON and `Authorization: Bearer <token>` (e.g. a
+    /// client's own key in passthrough mode).
+    pub fn post_batch_as(&self, token: &str, body: &Value) -> HttpResponse {
         let bytes = serde_json::to_vec(body).expect("serialize body");
-        let auth = format!("Bearer {TEST_CLIENT_TOKEN}");
+        let auth = format!("Bearer {token}");
         self.request(
             "POST",
             "/v1/traces",
