@@ -3,10 +3,10 @@
 //! passthrough to `query.upstream_url`, and `GET /`, the trace viewer page (`viewer.html`,
 //! embedded) that reads the first three.
 //!
-//! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters get a
-//! 400 JSON error naming the parameter; the passthrough only ever contacts the configured
-//! scheme, host and port, under `<base path>/api/`, with the sidecar's key (never logged), and
-//! streams at most [`MAX_PASSTHROUGH_BYTES`] back.
+//! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters
+//! get a 400 JSON error naming the parameter (a status repeated in `status=` counts once); the
+//! passthrough only ever contacts the configured scheme, host and port, under `<base path>/api/`,
+//! with the sidecar's key (never logged), and streams at most [`MAX_PASSTHROUGH_BYTES`] back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,7 +211,10 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<ListParams, ApiError> 
                             format!("{s:?} is not one of succeeded, failed, canceled, skipped"),
                         ));
                     }
-                    p.filter.statuses.push(s.to_string());
+                    // Repeated values (`status=failed,failed`) count once.
+                    if !p.filter.statuses.iter().any(|have| have == s) {
+                        p.filter.statuses.push(s.to_string());
+                    }
                 }
             }
             "started_at:gte" | "started_at:lte" => {

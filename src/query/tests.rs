@@ -388,6 +388,16 @@ fn parameters_are_validated_and_named() {
 }
 
 #[test]
+fn repeated_status_values_count_once() {
+    let p = parse_params(&pairs(&[
+        ("status", "failed,failed, succeeded"),
+        ("status", "succeeded,failed"),
+    ]))
+    .unwrap();
+    assert_eq!(p.filter.statuses, vec!["failed", "succeeded"]);
+}
+
+#[test]
 fn the_passthrough_url_never_leaves_the_configured_origin() {
     let base = reqwest::Url::parse("https://api.example.com").unwrap();
     let ok = upstream_url(&base, "/api/v1/traces", Some("a=1&b=%20x")).unwrap();
