@@ -434,18 +434,24 @@ mod invariants {
 
     #[derive(Debug, Clone)]
     enum Op {
-        /// Runs (trace, run, has parent, failed, ended) appended as one batch.
-        Ingest(Vec<(u8, u8, bool, bool, bool)>),
+        /// Runs (trace, run, has parent, failed, start, end) appended as one batch; start and
+        /// end pick from [`TIMES`] (end 0: none).
+        Ingest(Vec<(u8, u8, bool, bool, usize, usize)>),
         Deliver(Vec<u8>),
         DeadLetter(Vec<u8>),
         Settle(u8),
         Drop(u8, u8),
     }
 
+    const TIMES: [&str; 3] = [T0, T1, T2];
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => prop::collection::vec((0u8..6, 0u8..20, any::<bool>(), any::<bool>(), any::<bool>()), 1..8)
-                .prop_map(Op::Ingest),
+            4 => prop::collection::vec(
+                (0u8..6, 0u8..20, any::<bool>(), any::<bool>(), 0..TIMES.len(), 0..TIMES.len()),
+                1..8,
+            )
+            .prop_map(Op::Ingest),
             2 => prop::collection::vec(0u8..60, 1..8).prop_map(Op::Deliver),
             1 => prop::collection::vec(0u8..60, 1..3).prop_map(Op::DeadLetter),
             1 => (0u8..60).prop_map(Op::Settle),
@@ -466,14 +472,14 @@ mod invariants {
                     Op::Ingest(runs) => {
                         let runs: Vec<Bytes> = runs
                             .iter()
-                            .map(|&(t, r, child, failed, ended)| {
+                            .map(|&(t, r, child, failed, start, end)| {
                                 run(
                                     &format!("r{r}"),
                                     &format!("t{t}"),
                                     child.then_some("r0"),
                                     if failed { "failed" } else { "succeeded" },
-                                    T0,
-                                    ended.then_some(T1),
+                                    TIMES[start],
+                                    (end > 0).then(|| TIMES[end]),
                                 )
                             })
                             .collect();
@@ -499,6 +505,12 @@ mod invariants {
                     prop_assert_eq!(d.summary, s);
                 }
             }
+            // A restore (one ingest per trace) rebuilds the same index.
+            let restored = QueryIndex::unregistered(max_bytes, Duration::from_secs(3600));
+            restored.restore(ix.saved());
+            restored.check_invariants();
+            let all = |ix: &QueryIndex| ix.list(&Filter::default(), Sort::default(), 1, 500);
+            prop_assert_eq!(all(&restored), all(&ix));
         }
     }
 }
