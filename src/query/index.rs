@@ -38,6 +38,9 @@ use crate::model::envelope;
 const MAX_EARLY_UPDATES: usize = 4096;
 /// Above this many runs a trace keeps a run-id map instead of scanning its runs.
 const RUN_MAP_FROM: usize = 16;
+/// Most run JSON bytes (beyond the first run) one [`QueryIndex::runs_page`] hands out, so a
+/// reader of a large trace takes the lock briefly, page by page.
+pub(super) const RUN_PAGE_BYTES: usize = 64 * 1024;
 
 /// One run handed to the index.
 #[derive(Debug, Clone)]
@@ -315,43 +318,85 @@ impl Trace {
 
     /// What a summary needs, copied out (reference counts only) so it is built without the
     /// lock.
-    fn view(&self) -> View {
+    fn view(&self, tid: u64) -> View {
         let pick = |i: usize| self.runs.get(i).map(|r| r.json.clone());
         View {
+            tid,
             id: self.id.to_string(),
             head: pick(self.agg.head()),
             start: self.agg.start.and_then(|(_, i)| pick(i)),
             end: self.agg.end().and_then(|(_, i)| pick(i)),
-            runs: self.runs.iter().map(|r| r.json.clone()).collect(),
             run_count: self.runs.len(),
             status: self.status(),
             delivery: self.delivery(),
         }
     }
+
+    /// Up to [`RUN_PAGE_BYTES`] of runs (at least one) from index `from` on.
+    fn runs_page(&self, from: usize) -> Vec<Bytes> {
+        let mut bytes = 0usize;
+        self.runs
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|r| {
+                let first = bytes == 0;
+                bytes = bytes.saturating_add(r.json.len().max(1));
+                first || bytes <= RUN_PAGE_BYTES
+            })
+            .map(|r| r.json.clone())
+            .collect()
+    }
 }
 
 /// A trace's data, taken under the lock; [`View::summary`] reads the text fields.
 struct View {
+    tid: u64,
     id: String,
     head: Option<Bytes>,
     start: Option<Bytes>,
     end: Option<Bytes>,
-    runs: Vec<Bytes>,
     run_count: usize,
     status: Option<RunStatus>,
     delivery: Delivery,
 }
 
 impl View {
-    fn summary(&self) -> TraceSummary {
+    /// The summary. `runs_from(i)` returns the trace's runs from index `i` on, a page at a time
+    /// (empty: no more); they are read only while the source or session is still unknown.
+    fn summary(&self, runs_from: &mut dyn FnMut(usize) -> Vec<Bytes>) -> TraceSummary {
         let head = |field| self.head.as_deref().and_then(|j| text_of(j, field));
         // Source and session fall back to the first run that has one.
-        let any = |field| head(field).or_else(|| self.runs.iter().find_map(|j| text_of(j, field)));
+        let mut source_id = head(TextField::SourceId);
+        let mut session_id = head(TextField::SessionId);
+        let mut from = 0;
+        'runs: while (source_id.is_none() || session_id.is_none()) && from < self.run_count {
+            let page = runs_from(from);
+            if page.is_empty() {
+                break;
+            }
+            from += page.len();
+            for json in &page {
+                let Some(f) = parse_fields(json) else {
+                    continue;
+                };
+                let text = |raw| string_of(raw).map(Cow::into_owned);
+                if source_id.is_none() {
+                    source_id = text(f.source_id);
+                }
+                if session_id.is_none() {
+                    session_id = text(f.session_id);
+                }
+                if source_id.is_some() && session_id.is_some() {
+                    break 'runs;
+                }
+            }
+        }
         TraceSummary {
             id: self.id.clone(),
             name: head(TextField::Name),
-            source_id: any(TextField::SourceId),
-            session_id: any(TextField::SessionId),
+            source_id,
+            session_id,
             started_at: self
                 .start
                 .as_deref()
@@ -800,43 +845,52 @@ impl QueryIndex {
             let mut guard = self.lock();
             let inner = &mut *guard;
             self.prune_locked(inner, now);
-            let mut rows: Vec<(Option<u64>, u64, u64)> = inner
-                .traces
+            let (tids, total) = select_locked(inner, filter, sort, page, page_size);
+            let views: Vec<View> = tids
                 .iter()
-                .filter(|(_, t)| filter.matches(t.status(), t.start_ns()))
-                .map(|(&tid, t)| (t.start_ns(), t.stamp, tid))
-                .collect();
-            let total = rows.len();
-            let from = page.saturating_sub(1).saturating_mul(page_size).min(total);
-            let to = from.saturating_add(page_size).min(total);
-            let cmp = |a: &(Option<u64>, u64, u64), b: &(Option<u64>, u64, u64)| {
-                // Traces without a start time go last either way; ties: most recently updated
-                // first.
-                let by_start = match (a.0, b.0) {
-                    (Some(x), Some(y)) => match sort {
-                        Sort::StartedAtDesc => y.cmp(&x),
-                        Sort::StartedAtAsc => x.cmp(&y),
-                    },
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (None, None) => std::cmp::Ordering::Equal,
-                };
-                by_start.then(b.1.cmp(&a.1))
-            };
-            // Only the rows up to the page's end need to be in order.
-            if to < rows.len() && to > 0 {
-                rows.select_nth_unstable_by(to - 1, cmp);
-                rows.truncate(to);
-            }
-            rows.sort_unstable_by(cmp);
-            let views: Vec<View> = rows[from..to]
-                .iter()
-                .filter_map(|(_, _, tid)| inner.traces.get(tid))
-                .map(Trace::view)
+                .filter_map(|tid| Some(inner.traces.get(tid)?.view(*tid)))
                 .collect();
             (views, total)
         };
-        (views.iter().map(View::summary).collect(), total)
+        let summaries = views
+            .iter()
+            .map(|v| v.summary(&mut |from| self.runs_page(v.tid, from)))
+            .collect();
+        (summaries, total)
+    }
+
+    /// The traces matching `filter`, in listing order, paged like [`QueryIndex::list`], as
+    /// handles for [`QueryIndex::summary_of`] and [`QueryIndex::runs_page`] (a handle is never
+    /// reused: once its trace is evicted it finds nothing).
+    pub(super) fn select(
+        &self,
+        filter: &Filter,
+        sort: Sort,
+        page: usize,
+        page_size: usize,
+    ) -> Vec<u64> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        self.prune_locked(inner, Instant::now());
+        select_locked(inner, filter, sort, page, page_size).0
+    }
+
+    /// The summary of the trace behind a [`QueryIndex::select`] handle (`None`: evicted since).
+    pub(super) fn summary_of(&self, tid: u64) -> Option<TraceSummary> {
+        let view = self.lock().traces.get(&tid)?.view(tid);
+        Some(view.summary(&mut |from| self.runs_page(tid, from)))
+    }
+
+    /// The JSON of the runs of the trace behind a [`QueryIndex::select`] handle, from run
+    /// index `from` on: up to [`RUN_PAGE_BYTES`] (at least one run); empty past its last run
+    /// or once the trace is evicted. Runs keep their index (a new version replaces a run in
+    /// place), so paging through a trace that is still updated sees each run once.
+    pub(super) fn runs_page(&self, tid: u64, from: usize) -> Vec<Bytes> {
+        self.lock()
+            .traces
+            .get(&tid)
+            .map(|t| t.runs_page(from))
+            .unwrap_or_default()
     }
 
     /// One trace with its runs.
@@ -845,17 +899,17 @@ impl QueryIndex {
     }
 
     pub(super) fn get_at(&self, trace_id: &str, now: Instant) -> Option<TraceDetail> {
-        let view = {
+        let (view, runs) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
             self.prune_locked(inner, now);
-            let tid = inner.ids.get(trace_id)?;
-            inner.traces.get(tid)?.view()
+            let tid = *inner.ids.get(trace_id)?;
+            let t = inner.traces.get(&tid)?;
+            let runs: Vec<Bytes> = t.runs.iter().map(|r| r.json.clone()).collect();
+            (t.view(tid), runs)
         };
-        Some(TraceDetail {
-            summary: view.summary(),
-            runs: view.runs,
-        })
+        let summary = view.summary(&mut |from| runs.get(from..).unwrap_or_default().to_vec());
+        Some(TraceDetail { summary, runs })
     }
 
     /// Number of traces held.
@@ -909,6 +963,47 @@ impl QueryIndex {
             assert_eq!(inner.traces[tid].runs[*i].seq, *seq);
         }
     }
+}
+
+/// The handles of the traces matching `filter` on page `page` (from 1) of `page_size` in
+/// `sort` order, and how many match in all.
+fn select_locked(
+    inner: &Inner,
+    filter: &Filter,
+    sort: Sort,
+    page: usize,
+    page_size: usize,
+) -> (Vec<u64>, usize) {
+    let mut rows: Vec<(Option<u64>, u64, u64)> = inner
+        .traces
+        .iter()
+        .filter(|(_, t)| filter.matches(t.status(), t.start_ns()))
+        .map(|(&tid, t)| (t.start_ns(), t.stamp, tid))
+        .collect();
+    let total = rows.len();
+    let from = page.saturating_sub(1).saturating_mul(page_size).min(total);
+    let to = from.saturating_add(page_size).min(total);
+    let cmp = |a: &(Option<u64>, u64, u64), b: &(Option<u64>, u64, u64)| {
+        // Traces without a start time go last either way; ties: most recently updated first.
+        let by_start = match (a.0, b.0) {
+            (Some(x), Some(y)) => match sort {
+                Sort::StartedAtDesc => y.cmp(&x),
+                Sort::StartedAtAsc => x.cmp(&y),
+            },
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_start.then(b.1.cmp(&a.1))
+    };
+    // Only the rows up to the page's end need to be in order.
+    if to < rows.len() && to > 0 {
+        rows.select_nth_unstable_by(to - 1, cmp);
+        rows.truncate(to);
+    }
+    rows.sort_unstable_by(cmp);
+    let tids = rows[from..to].iter().map(|&(_, _, tid)| tid).collect();
+    (tids, total)
 }
 
 impl crate::buffer::DropObserver for QueryIndex {
