@@ -404,3 +404,108 @@ fn runs_the_buffer_dropped_are_shown_dropped_not_pending() {
     });
     assert_eq!(delivery(&sidecar, "drop0"), "dropped");
 }
+
+/// A metric's value summed over the label sets whose text contains `labels` (0 when absent).
+fn metric(sidecar: &Sidecar, name: &str, labels: &str) -> f64 {
+    sidecar
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Scenario: the index holds ~16 MB of runs; one client asks for the whole export and never
+/// reads the answer, with `ingest.write_timeout = "2s"`. Guarantees: the export is streamed, so
+/// other clients are served meanwhile (list, ingest, a complete export of their own); once the
+/// socket buffers are full and nothing moves for the write timeout, the stalled connection is
+/// closed, its answer cut short, and `dynamiq_sidecar_connections_closed_total{reason="write_timeout"}`
+/// counts it.
+#[test]
+fn an_export_the_client_never_reads_is_cut_off_after_the_write_timeout() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("ingest.write_timeout", "2s")
+        .start();
+    // More than the loopback socket buffers of one connection hold (a few MB).
+    for i in 0..16 {
+        let runs: Vec<Value> = (0..10)
+            .map(|j| {
+                let mut run = batches::run(&format!("big-{i}-{j}"), &format!("big-{i}"));
+                run["input"] = json!({ "text": "x".repeat(100_000) });
+                run
+            })
+            .collect();
+        assert_eq!(sidecar.post_batch(&json!({ "runs": runs })).status, 200);
+    }
+    let closed = |s: &Sidecar| {
+        metric(
+            s,
+            "dynamiq_sidecar_connections_closed_total",
+            "reason=\"write_timeout\"",
+        )
+    };
+    assert_eq!(closed(&sidecar), 0.0);
+
+    let mut stalled = std::net::TcpStream::connect(sidecar.http_addr()).unwrap();
+    stalled
+        .write_all(b"GET /v1/traces/export HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let asked = Instant::now();
+
+    // While it stalls, everyone else is served, including a full export.
+    let r = sidecar.request("GET", "/v1/traces/export", &[], b"");
+    assert_eq!(r.status, 200);
+    let full = r.body.len();
+    let exported = r.json();
+    assert_eq!(exported.as_array().map(Vec::len), Some(16), "not JSON");
+    assert!(full > 16_000_000, "{full} bytes");
+    let mut n = 0;
+    while closed(&sidecar) < 1.0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "the stalled export was never cut off"
+        );
+        let served = Instant::now();
+        assert_eq!(get(&sidecar, "/v1/traces?page_size=1").0, 200);
+        assert_eq!(
+            sidecar
+                .post_batch(&trace(&format!("meanwhile-{n}"), 1, "succeeded"))
+                .status,
+            200
+        );
+        assert!(
+            served.elapsed() < Duration::from_secs(2),
+            "a client waited {:?} behind the stalled export",
+            served.elapsed()
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "cut off before the write timeout"
+    );
+    assert!(n > 0);
+
+    // The stalled connection was closed: what was in the socket buffers, then EOF (or a reset),
+    // never the whole answer.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    match stalled.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        got.len() < full,
+        "the whole export arrived ({} bytes)",
+        got.len()
+    );
+}

@@ -3,10 +3,11 @@
 //! passthrough to `query.upstream_url`, and `GET /`, the trace viewer page (`viewer.html`,
 //! embedded) that reads the first three.
 //!
-//! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters get a
-//! 400 JSON error naming the parameter; the passthrough only ever contacts the configured
-//! scheme, host and port, under `<base path>/api/`, with the sidecar's key (never logged), and
-//! streams at most [`MAX_PASSTHROUGH_BYTES`] back.
+//! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters
+//! get a 400 JSON error naming the parameter (a status repeated in `status=` counts once); the
+//! export is streamed with bounded memory (see [`super::export`]); the passthrough only ever
+//! contacts the configured scheme, host and port, under `<base path>/api/`, with the sidecar's
+//! key (never logged), and streams at most [`MAX_PASSTHROUGH_BYTES`] back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::export::ExportBody;
 use super::{Filter, QueryIndex, Sort, TraceDetail, TraceSummary};
 use crate::convert::time::parse_ns;
 use crate::receivers::auth::InboundAuth;
@@ -211,7 +213,10 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<ListParams, ApiError> 
                             format!("{s:?} is not one of succeeded, failed, canceled, skipped"),
                         ));
                     }
-                    p.filter.statuses.push(s.to_string());
+                    // Repeated values (`status=failed,failed`) count once.
+                    if !p.filter.statuses.iter().any(|have| have == s) {
+                        p.filter.statuses.push(s.to_string());
+                    }
                 }
             }
             "started_at:gte" | "started_at:lte" => {
@@ -264,8 +269,8 @@ fn params(uri: &Uri) -> Result<ListParams, ApiError> {
 }
 
 /// The index, or a 404 saying it is switched off.
-fn index(state: &QueryState) -> Result<&QueryIndex, ApiError> {
-    state.index.as_deref().ok_or_else(|| {
+fn index(state: &QueryState) -> Result<&Arc<QueryIndex>, ApiError> {
+    state.index.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "index_disabled",
@@ -302,15 +307,16 @@ struct ListBody<'a> {
     pagination: Pagination,
 }
 
+/// A trace's detail as the API writes it (also the export's format, see [`super::export`]).
 #[derive(Serialize)]
-struct DetailOut<'a> {
+pub(super) struct DetailOut<'a> {
     #[serde(flatten)]
     summary: &'a TraceSummary,
     runs: Vec<&'a RawValue>,
 }
 
 impl<'a> DetailOut<'a> {
-    fn of(d: &'a TraceDetail) -> Self {
+    pub(super) fn of(d: &'a TraceDetail) -> Self {
         Self {
             summary: &d.summary,
             // Runs were validated as JSON at ingest.
@@ -393,10 +399,12 @@ async fn export(State(state): State<QueryState>, headers: HeaderMap, uri: Uri) -
             None => (1, usize::MAX),
         };
         let index = index(&state)?;
-        let (summaries, _) = index.list(&p.filter, p.sort, page, page_size);
-        let details: Vec<TraceDetail> = summaries.iter().filter_map(|s| index.get(&s.id)).collect();
-        let out: Vec<DetailOut<'_>> = details.iter().map(DetailOut::of).collect();
-        let body = serde_json::to_vec(&out).map_err(|_| internal())?;
+        let traces = index.select(&p.filter, p.sort, page, page_size);
+        // Streamed: the index lock is taken per page of runs, never for the whole answer.
+        let chunks = ExportBody::new(Arc::clone(index), traces);
+        let body = Body::from_stream(futures_util::stream::iter(
+            chunks.map(Ok::<_, std::convert::Infallible>),
+        ));
         Ok::<_, ApiError>(
             (
                 [

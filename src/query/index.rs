@@ -13,6 +13,9 @@
 //! - `by_seq` holds exactly the runs still `Pending`; each points at the run that carries that
 //!   sequence number (a newer version of a run replaces the old one's entry).
 //! - `order` has one entry per trace, keyed by its last update stamp.
+//! - Each trace's aggregate (what its summary, the filters and the sort read) is what a scan of
+//!   its runs computes; it is kept up to date run by run, so ingesting and restoring a trace of
+//!   n runs costs O(n), not O(n²).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,6 +38,9 @@ use crate::model::envelope;
 const MAX_EARLY_UPDATES: usize = 4096;
 /// Above this many runs a trace keeps a run-id map instead of scanning its runs.
 const RUN_MAP_FROM: usize = 16;
+/// Most run JSON bytes (beyond the first run) one [`QueryIndex::runs_page`] hands out, so a
+/// reader of a large trace takes the lock briefly, page by page.
+pub(super) const RUN_PAGE_BYTES: usize = 64 * 1024;
 
 /// One run handed to the index.
 #[derive(Debug, Clone)]
@@ -105,7 +111,37 @@ struct RunEntry {
     delivery: Delivery,
 }
 
+/// What a trace's summary is computed from, kept up to date run by run: adding a run costs
+/// O(1), and so does a new version of a run unless it was the earliest start, the latest end or
+/// the first root and moved away from it (then the trace is rescanned once, after the ingest).
+/// Equal to what [`Aggregate::of`] computes from the runs (checked by the unit tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Aggregate {
+    /// The first root run.
+    root: Option<usize>,
+    /// Earliest start: (ns, run index), the lowest index among equal starts.
+    start: Option<(u64, usize)>,
+    /// Latest end: (ns, run index), the lowest index among equal ends.
+    last_end: Option<(u64, usize)>,
+    /// Runs without an end time.
+    open: usize,
+    /// Runs whose status is `failed`.
+    failed: usize,
+    pending: usize,
+    dead: usize,
+    dropped: usize,
+}
+
 impl Aggregate {
+    /// Computed from scratch.
+    fn of(runs: &[RunEntry]) -> Self {
+        let mut agg = Self::default();
+        for (i, r) in runs.iter().enumerate() {
+            agg.add(i, r);
+        }
+        agg
+    }
+
     /// Adds `n` (±1) runs in state `d` to the counts.
     fn count(&mut self, d: Delivery, n: isize) {
         let slot = match d {
@@ -116,21 +152,88 @@ impl Aggregate {
         };
         *slot = slot.saturating_add_signed(n);
     }
-}
 
-/// What a trace's summary is computed from; refreshed whenever its runs change.
-#[derive(Debug, Clone, Copy, Default)]
-struct Aggregate {
+    /// Adds or removes (`n` = ±1) what a run contributes to the counts.
+    fn count_run(&mut self, r: &RunEntry, n: isize) {
+        if r.end_ns.is_none() {
+            self.open = self.open.saturating_add_signed(n);
+        }
+        if r.status == Some(RunStatus::Failed) {
+            self.failed = self.failed.saturating_add_signed(n);
+        }
+        self.count(r.delivery, n);
+    }
+
+    /// Takes in run `i`, the trace's last run.
+    fn add(&mut self, i: usize, r: &RunEntry) {
+        if r.is_root && self.root.is_none() {
+            self.root = Some(i);
+        }
+        if let Some(ns) = r.start_ns
+            && self.start.is_none_or(|(s, _)| ns < s)
+        {
+            self.start = Some((ns, i));
+        }
+        if let Some(ns) = r.end_ns
+            && self.last_end.is_none_or(|(e, _)| ns > e)
+        {
+            self.last_end = Some((ns, i));
+        }
+        self.count_run(r, 1);
+    }
+
+    /// Takes in `new`, which replaced `old` as run `i`. False when the trace must be rescanned
+    /// ([`Aggregate::of`]): run `i` was the first root, the earliest start or the latest end
+    /// and no longer is.
+    fn replace(&mut self, i: usize, old: &RunEntry, new: &RunEntry) -> bool {
+        self.count_run(old, -1);
+        self.count_run(new, 1);
+        match self.root {
+            Some(r) if r == i => {
+                if !new.is_root {
+                    return false;
+                }
+            }
+            root => {
+                if new.is_root && root.is_none_or(|r| i < r) {
+                    self.root = Some(i);
+                }
+            }
+        }
+        // Earliest start, ties to the lowest index.
+        match (self.start, new.start_ns) {
+            (Some((s, j)), ns) if j == i => match ns {
+                Some(ns) if ns <= s => self.start = Some((ns, i)),
+                _ => return false,
+            },
+            (start, Some(ns)) if start.is_none_or(|(s, j)| ns < s || (ns == s && i < j)) => {
+                self.start = Some((ns, i));
+            }
+            _ => {}
+        }
+        // Latest end, ties to the lowest index.
+        match (self.last_end, new.end_ns) {
+            (Some((e, j)), ns) if j == i => match ns {
+                Some(ns) if ns >= e => self.last_end = Some((ns, i)),
+                _ => return false,
+            },
+            (end, Some(ns)) if end.is_none_or(|(e, j)| ns > e || (ns == e && i < j)) => {
+                self.last_end = Some((ns, i));
+            }
+            _ => {}
+        }
+        true
+    }
+
     /// The first root run, else the first run.
-    head: usize,
-    /// Earliest start: (ns, run index).
-    start: Option<(u64, usize)>,
+    fn head(&self) -> usize {
+        self.root.unwrap_or(0)
+    }
+
     /// Latest end when every run has one: (ns, run index).
-    end: Option<(u64, usize)>,
-    status: Option<RunStatus>,
-    pending: usize,
-    dead: usize,
-    dropped: usize,
+    fn end(&self) -> Option<(u64, usize)> {
+        if self.open == 0 { self.last_end } else { None }
+    }
 }
 
 #[derive(Debug)]
@@ -163,40 +266,42 @@ impl Trace {
             map.insert(entry.id_hash, i);
             self.run_map = Some(map);
         }
+        self.agg.add(i, &entry);
         self.runs.push(entry);
         i
     }
 
-    fn refresh(&mut self) {
-        let head = self.runs.iter().position(|r| r.is_root).unwrap_or(0);
-        let mut agg = Aggregate {
-            head,
-            ..Aggregate::default()
+    /// Stores `entry` as the latest version of its run: (its index, the version it replaced,
+    /// whether the aggregate must be recomputed with [`Trace::rescan`]).
+    fn put(&mut self, entry: RunEntry) -> (usize, Option<RunEntry>, bool) {
+        let added = entry.json.len() as u64;
+        let put = match self.find(entry.id_hash) {
+            Some(i) => {
+                let old = std::mem::replace(&mut self.runs[i], entry);
+                self.bytes -= old.json.len() as u64;
+                let kept = self.agg.replace(i, &old, &self.runs[i]);
+                (i, Some(old), !kept)
+            }
+            None => (self.push(entry), None, false),
         };
-        let mut all_ended = true;
-        let mut any_failed = false;
-        let mut last_end: Option<(u64, usize)> = None;
-        for (i, r) in self.runs.iter().enumerate() {
-            if let Some(ns) = r.start_ns
-                && agg.start.is_none_or(|(s, _)| ns < s)
-            {
-                agg.start = Some((ns, i));
-            }
-            match r.end_ns {
-                Some(ns) if last_end.is_none_or(|(e, _)| ns > e) => last_end = Some((ns, i)),
-                Some(_) => {}
-                None => all_ended = false,
-            }
-            any_failed |= r.status == Some(RunStatus::Failed);
-            agg.count(r.delivery, 1);
-        }
-        agg.end = if all_ended { last_end } else { None };
-        agg.status = self
-            .runs
-            .get(head)
+        self.bytes += added;
+        put
+    }
+
+    fn rescan(&mut self) {
+        self.agg = Aggregate::of(&self.runs);
+    }
+
+    /// The root's status; `failed` if the root has none and any run failed.
+    fn status(&self) -> Option<RunStatus> {
+        self.runs
+            .get(self.agg.head())
             .and_then(|r| r.status)
-            .or_else(|| any_failed.then_some(RunStatus::Failed));
-        self.agg = agg;
+            .or_else(|| (self.agg.failed > 0).then_some(RunStatus::Failed))
+    }
+
+    fn start_ns(&self) -> Option<u64> {
+        self.agg.start.map(|(ns, _)| ns)
     }
 
     fn delivery(&self) -> Delivery {
@@ -213,43 +318,85 @@ impl Trace {
 
     /// What a summary needs, copied out (reference counts only) so it is built without the
     /// lock.
-    fn view(&self) -> View {
+    fn view(&self, tid: u64) -> View {
         let pick = |i: usize| self.runs.get(i).map(|r| r.json.clone());
         View {
+            tid,
             id: self.id.to_string(),
-            head: pick(self.agg.head),
+            head: pick(self.agg.head()),
             start: self.agg.start.and_then(|(_, i)| pick(i)),
-            end: self.agg.end.and_then(|(_, i)| pick(i)),
-            runs: self.runs.iter().map(|r| r.json.clone()).collect(),
+            end: self.agg.end().and_then(|(_, i)| pick(i)),
             run_count: self.runs.len(),
-            status: self.agg.status,
+            status: self.status(),
             delivery: self.delivery(),
         }
+    }
+
+    /// Up to [`RUN_PAGE_BYTES`] of runs (at least one) from index `from` on.
+    fn runs_page(&self, from: usize) -> Vec<Bytes> {
+        let mut bytes = 0usize;
+        self.runs
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|r| {
+                let first = bytes == 0;
+                bytes = bytes.saturating_add(r.json.len().max(1));
+                first || bytes <= RUN_PAGE_BYTES
+            })
+            .map(|r| r.json.clone())
+            .collect()
     }
 }
 
 /// A trace's data, taken under the lock; [`View::summary`] reads the text fields.
 struct View {
+    tid: u64,
     id: String,
     head: Option<Bytes>,
     start: Option<Bytes>,
     end: Option<Bytes>,
-    runs: Vec<Bytes>,
     run_count: usize,
     status: Option<RunStatus>,
     delivery: Delivery,
 }
 
 impl View {
-    fn summary(&self) -> TraceSummary {
+    /// The summary. `runs_from(i)` returns the trace's runs from index `i` on, a page at a time
+    /// (empty: no more); they are read only while the source or session is still unknown.
+    fn summary(&self, runs_from: &mut dyn FnMut(usize) -> Vec<Bytes>) -> TraceSummary {
         let head = |field| self.head.as_deref().and_then(|j| text_of(j, field));
         // Source and session fall back to the first run that has one.
-        let any = |field| head(field).or_else(|| self.runs.iter().find_map(|j| text_of(j, field)));
+        let mut source_id = head(TextField::SourceId);
+        let mut session_id = head(TextField::SessionId);
+        let mut from = 0;
+        'runs: while (source_id.is_none() || session_id.is_none()) && from < self.run_count {
+            let page = runs_from(from);
+            if page.is_empty() {
+                break;
+            }
+            from += page.len();
+            for json in &page {
+                let Some(f) = parse_fields(json) else {
+                    continue;
+                };
+                let text = |raw| string_of(raw).map(Cow::into_owned);
+                if source_id.is_none() {
+                    source_id = text(f.source_id);
+                }
+                if session_id.is_none() {
+                    session_id = text(f.session_id);
+                }
+                if source_id.is_some() && session_id.is_some() {
+                    break 'runs;
+                }
+            }
+        }
         TraceSummary {
             id: self.id.clone(),
             name: head(TextField::Name),
-            source_id: any(TextField::SourceId),
-            session_id: any(TextField::SessionId),
+            source_id,
+            session_id,
             started_at: self
                 .start
                 .as_deref()
@@ -301,6 +448,69 @@ impl Inner {
             }
         }
         Some(t)
+    }
+
+    /// Stores one run (`Pending` unless `delivery` says otherwise) updated at `now`. Returns
+    /// its trace when that trace's aggregate must be rescanned.
+    fn put(&mut self, run: &NewRun<'_>, delivery: Option<Delivery>, now: Instant) -> Option<u64> {
+        let mut entry = RunEntry {
+            id_hash: id_hash(&run.id),
+            seq: run.seq,
+            json: run.json.clone(),
+            is_root: run.is_root,
+            status: run.status,
+            start_ns: run.start_ns,
+            end_ns: run.end_ns,
+            delivery: delivery.unwrap_or(Delivery::Pending),
+        };
+        if entry.delivery == Delivery::Pending
+            && !self.early.is_empty()
+            && let Some(d) = self.early.remove(&run.seq)
+        {
+            entry.delivery = d;
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let tid = match self.ids.get(run.trace_id.as_ref()) {
+            Some(&tid) => tid,
+            None => {
+                let tid = self.next_tid;
+                self.next_tid += 1;
+                self.ids.insert(run.trace_id.as_ref().into(), tid);
+                self.traces.insert(
+                    tid,
+                    Trace {
+                        id: run.trace_id.as_ref().into(),
+                        runs: Vec::new(),
+                        run_map: None,
+                        bytes: 0,
+                        stamp,
+                        updated: now,
+                        agg: Aggregate::default(),
+                    },
+                );
+                tid
+            }
+        };
+        let trace = self.traces.get_mut(&tid)?;
+        self.order.remove(&trace.stamp);
+        trace.stamp = stamp;
+        trace.updated = now;
+        self.order.insert(stamp, tid);
+        let added = entry.json.len() as u64;
+        let (pending, seq) = (entry.delivery == Delivery::Pending, entry.seq);
+        let (at, old, stale) = trace.put(entry);
+        self.bytes += added;
+        if let Some(old) = old {
+            self.bytes -= old.json.len() as u64;
+            if old.delivery == Delivery::Pending {
+                self.by_seq.remove(&old.seq);
+            }
+        }
+        if pending && seq != 0 {
+            self.by_seq.insert(seq, (tid, at));
+        }
+        stale.then_some(tid)
     }
 
     fn remember_early(&mut self, seq: u64, outcome: Delivery) {
@@ -416,94 +626,44 @@ impl QueryIndex {
     }
 
     pub(super) fn ingest_at(&self, runs: &[NewRun<'_>], now: Instant, delivery: Option<Delivery>) {
-        if runs.is_empty() {
+        self.ingest_with(runs.iter().map(|run| (run, delivery)), now);
+    }
+
+    /// Indexes runs, each `Pending` unless it comes with a delivery state (a snapshot's), all
+    /// updated at `now`; then drops what retention and `max_bytes` no longer allow. Linear in
+    /// the number of runs (see [`Aggregate`]).
+    fn ingest_with<'r, 'a: 'r>(
+        &self,
+        runs: impl IntoIterator<Item = (&'r NewRun<'a>, Option<Delivery>)>,
+        now: Instant,
+    ) {
+        let mut runs = runs.into_iter().peekable();
+        if runs.peek().is_none() {
             return;
         }
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut touched: Vec<u64> = Vec::new();
-        for run in runs {
-            let mut entry = RunEntry {
-                id_hash: id_hash(&run.id),
-                seq: run.seq,
-                json: run.json.clone(),
-                is_root: run.is_root,
-                status: run.status,
-                start_ns: run.start_ns,
-                end_ns: run.end_ns,
-                delivery: delivery.unwrap_or(Delivery::Pending),
-            };
-            if entry.delivery == Delivery::Pending
-                && !inner.early.is_empty()
-                && let Some(d) = inner.early.remove(&run.seq)
+        let mut stale: Vec<u64> = Vec::new();
+        for (run, delivery) in runs {
+            if let Some(tid) = inner.put(run, delivery, now)
+                && stale.last() != Some(&tid)
             {
-                entry.delivery = d;
-            }
-            let stamp = inner.next_stamp;
-            inner.next_stamp += 1;
-            let tid = match inner.ids.get(run.trace_id.as_ref()) {
-                Some(&tid) => tid,
-                None => {
-                    let tid = inner.next_tid;
-                    inner.next_tid += 1;
-                    inner.ids.insert(run.trace_id.as_ref().into(), tid);
-                    inner.traces.insert(
-                        tid,
-                        Trace {
-                            id: run.trace_id.as_ref().into(),
-                            runs: Vec::new(),
-                            run_map: None,
-                            bytes: 0,
-                            stamp,
-                            updated: now,
-                            agg: Aggregate::default(),
-                        },
-                    );
-                    tid
-                }
-            };
-            let Some(trace) = inner.traces.get_mut(&tid) else {
-                continue;
-            };
-            inner.order.remove(&trace.stamp);
-            trace.stamp = stamp;
-            trace.updated = now;
-            inner.order.insert(stamp, tid);
-            let added = entry.json.len() as u64;
-            let (pending, seq) = (entry.delivery == Delivery::Pending, entry.seq);
-            let at = match trace.find(entry.id_hash) {
-                Some(i) => {
-                    let old = std::mem::replace(&mut trace.runs[i], entry);
-                    trace.bytes -= old.json.len() as u64;
-                    inner.bytes -= old.json.len() as u64;
-                    if old.delivery == Delivery::Pending {
-                        inner.by_seq.remove(&old.seq);
-                    }
-                    i
-                }
-                None => trace.push(entry),
-            };
-            trace.bytes += added;
-            inner.bytes += added;
-            if pending && seq != 0 {
-                inner.by_seq.insert(seq, (tid, at));
-            }
-            if touched.last() != Some(&tid) {
-                touched.push(tid);
+                stale.push(tid);
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for tid in touched {
+        stale.sort_unstable();
+        stale.dedup();
+        for tid in stale {
             if let Some(t) = inner.traces.get_mut(&tid) {
-                t.refresh();
+                t.rescan();
             }
         }
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.prune_locked(inner, now);
     }
 
-    /// Restores traces saved by a snapshot (oldest first), with their delivery states.
+    /// Restores traces saved by a snapshot (oldest first), with their delivery states: one
+    /// ingest per trace, so restoring is linear in the number of runs.
     pub(super) fn restore(&self, saved: Vec<SavedTrace>) {
         let now = Instant::now();
         for t in saved {
@@ -511,11 +671,12 @@ impl QueryIndex {
                 continue;
             }
             let updated = now.checked_sub(t.age).unwrap_or(now);
-            for (seq, delivery, json) in t.runs {
-                if let Some(run) = NewRun::parse(seq, &json) {
-                    self.ingest_at(&[run], updated, Some(delivery));
-                }
-            }
+            let runs: Vec<(NewRun<'_>, Delivery)> = t
+                .runs
+                .iter()
+                .filter_map(|(seq, delivery, json)| Some((NewRun::parse(*seq, json)?, *delivery)))
+                .collect();
+            self.ingest_with(runs.iter().map(|(run, d)| (run, Some(*d))), updated);
         }
     }
 
@@ -684,43 +845,52 @@ impl QueryIndex {
             let mut guard = self.lock();
             let inner = &mut *guard;
             self.prune_locked(inner, now);
-            let mut rows: Vec<(Option<u64>, u64, u64)> = inner
-                .traces
+            let (tids, total) = select_locked(inner, filter, sort, page, page_size);
+            let views: Vec<View> = tids
                 .iter()
-                .filter(|(_, t)| filter.matches(t.agg.status, t.agg.start.map(|(ns, _)| ns)))
-                .map(|(&tid, t)| (t.agg.start.map(|(ns, _)| ns), t.stamp, tid))
-                .collect();
-            let total = rows.len();
-            let from = page.saturating_sub(1).saturating_mul(page_size).min(total);
-            let to = from.saturating_add(page_size).min(total);
-            let cmp = |a: &(Option<u64>, u64, u64), b: &(Option<u64>, u64, u64)| {
-                // Traces without a start time go last either way; ties: most recently updated
-                // first.
-                let by_start = match (a.0, b.0) {
-                    (Some(x), Some(y)) => match sort {
-                        Sort::StartedAtDesc => y.cmp(&x),
-                        Sort::StartedAtAsc => x.cmp(&y),
-                    },
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (None, None) => std::cmp::Ordering::Equal,
-                };
-                by_start.then(b.1.cmp(&a.1))
-            };
-            // Only the rows up to the page's end need to be in order.
-            if to < rows.len() && to > 0 {
-                rows.select_nth_unstable_by(to - 1, cmp);
-                rows.truncate(to);
-            }
-            rows.sort_unstable_by(cmp);
-            let views: Vec<View> = rows[from..to]
-                .iter()
-                .filter_map(|(_, _, tid)| inner.traces.get(tid))
-                .map(Trace::view)
+                .filter_map(|tid| Some(inner.traces.get(tid)?.view(*tid)))
                 .collect();
             (views, total)
         };
-        (views.iter().map(View::summary).collect(), total)
+        let summaries = views
+            .iter()
+            .map(|v| v.summary(&mut |from| self.runs_page(v.tid, from)))
+            .collect();
+        (summaries, total)
+    }
+
+    /// The traces matching `filter`, in listing order, paged like [`QueryIndex::list`], as
+    /// handles for [`QueryIndex::summary_of`] and [`QueryIndex::runs_page`] (a handle is never
+    /// reused: once its trace is evicted it finds nothing).
+    pub(super) fn select(
+        &self,
+        filter: &Filter,
+        sort: Sort,
+        page: usize,
+        page_size: usize,
+    ) -> Vec<u64> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        self.prune_locked(inner, Instant::now());
+        select_locked(inner, filter, sort, page, page_size).0
+    }
+
+    /// The summary of the trace behind a [`QueryIndex::select`] handle (`None`: evicted since).
+    pub(super) fn summary_of(&self, tid: u64) -> Option<TraceSummary> {
+        let view = self.lock().traces.get(&tid)?.view(tid);
+        Some(view.summary(&mut |from| self.runs_page(tid, from)))
+    }
+
+    /// The JSON of the runs of the trace behind a [`QueryIndex::select`] handle, from run
+    /// index `from` on: up to [`RUN_PAGE_BYTES`] (at least one run); empty past its last run
+    /// or once the trace is evicted. Runs keep their index (a new version replaces a run in
+    /// place), so paging through a trace that is still updated sees each run once.
+    pub(super) fn runs_page(&self, tid: u64, from: usize) -> Vec<Bytes> {
+        self.lock()
+            .traces
+            .get(&tid)
+            .map(|t| t.runs_page(from))
+            .unwrap_or_default()
     }
 
     /// One trace with its runs.
@@ -729,17 +899,17 @@ impl QueryIndex {
     }
 
     pub(super) fn get_at(&self, trace_id: &str, now: Instant) -> Option<TraceDetail> {
-        let view = {
+        let (view, runs) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
             self.prune_locked(inner, now);
-            let tid = inner.ids.get(trace_id)?;
-            inner.traces.get(tid)?.view()
+            let tid = *inner.ids.get(trace_id)?;
+            let t = inner.traces.get(&tid)?;
+            let runs: Vec<Bytes> = t.runs.iter().map(|r| r.json.clone()).collect();
+            (t.view(tid), runs)
         };
-        Some(TraceDetail {
-            summary: view.summary(),
-            runs: view.runs,
-        })
+        let summary = view.summary(&mut |from| runs.get(from..).unwrap_or_default().to_vec());
+        Some(TraceDetail { summary, runs })
     }
 
     /// Number of traces held.
@@ -781,6 +951,7 @@ impl QueryIndex {
                     .filter(|r| r.delivery == Delivery::Pending)
                     .count();
                 assert_eq!(n, t.agg.pending, "trace {}", t.id);
+                assert_eq!(t.agg, Aggregate::of(&t.runs), "trace {}", t.id);
                 t.runs
                     .iter()
                     .filter(|r| r.delivery == Delivery::Pending && r.seq != 0)
@@ -792,6 +963,47 @@ impl QueryIndex {
             assert_eq!(inner.traces[tid].runs[*i].seq, *seq);
         }
     }
+}
+
+/// The handles of the traces matching `filter` on page `page` (from 1) of `page_size` in
+/// `sort` order, and how many match in all.
+fn select_locked(
+    inner: &Inner,
+    filter: &Filter,
+    sort: Sort,
+    page: usize,
+    page_size: usize,
+) -> (Vec<u64>, usize) {
+    let mut rows: Vec<(Option<u64>, u64, u64)> = inner
+        .traces
+        .iter()
+        .filter(|(_, t)| filter.matches(t.status(), t.start_ns()))
+        .map(|(&tid, t)| (t.start_ns(), t.stamp, tid))
+        .collect();
+    let total = rows.len();
+    let from = page.saturating_sub(1).saturating_mul(page_size).min(total);
+    let to = from.saturating_add(page_size).min(total);
+    let cmp = |a: &(Option<u64>, u64, u64), b: &(Option<u64>, u64, u64)| {
+        // Traces without a start time go last either way; ties: most recently updated first.
+        let by_start = match (a.0, b.0) {
+            (Some(x), Some(y)) => match sort {
+                Sort::StartedAtDesc => y.cmp(&x),
+                Sort::StartedAtAsc => x.cmp(&y),
+            },
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_start.then(b.1.cmp(&a.1))
+    };
+    // Only the rows up to the page's end need to be in order.
+    if to < rows.len() && to > 0 {
+        rows.select_nth_unstable_by(to - 1, cmp);
+        rows.truncate(to);
+    }
+    rows.sort_unstable_by(cmp);
+    let tids = rows[from..to].iter().map(|&(_, _, tid)| tid).collect();
+    (tids, total)
 }
 
 impl crate::buffer::DropObserver for QueryIndex {

@@ -4,8 +4,8 @@
 //! durable append and told by the forwarder, by buffer sequence number, which runs were
 //! delivered (2xx) or dead-lettered; its snapshot and restart replay ([`snapshot`]); the
 //! summaries the API shows ([`summary`]); the read-only endpoints `GET /v1/traces`,
-//! `GET /v1/traces/{trace_id}`, `GET /v1/traces/export`, and the `GET /api/*` passthrough to
-//! `query.upstream_url` (see [`api`]).
+//! `GET /v1/traces/{trace_id}`, `GET /v1/traces/export` (streamed, see [`export`]), and the
+//! `GET /api/*` passthrough to `query.upstream_url` (see [`api`]).
 //!
 //! Guarantees:
 //! - Per trace it keeps the latest version of each run (by run id) as the exact JSON bytes
@@ -21,6 +21,7 @@
 //! - Never authoritative for delivery: the buffer and the forwarder are.
 
 pub mod api;
+mod export;
 mod index;
 mod metrics;
 pub mod snapshot;

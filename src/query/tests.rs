@@ -1,10 +1,12 @@
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
 
-use super::api::{parse_params, upstream_url};
-use super::index::NewRun;
+use super::api::{DetailOut, parse_params, upstream_url};
+use super::export::{EXPORT_CHUNK_BYTES, ExportBody};
+use super::index::{NewRun, RUN_PAGE_BYTES};
 use super::*;
 use crate::convert::time::parse_ns;
 use crate::model::envelope;
@@ -388,6 +390,146 @@ fn parameters_are_validated_and_named() {
 }
 
 #[test]
+fn repeated_status_values_count_once() {
+    let p = parse_params(&pairs(&[
+        ("status", "failed,failed, succeeded"),
+        ("status", "succeeded,failed"),
+    ]))
+    .unwrap();
+    assert_eq!(p.filter.statuses, vec!["failed", "succeeded"]);
+}
+
+/// The export as the handler wrote it before it streamed: every matching trace's detail,
+/// serialised at once.
+fn export_in_one_piece(ix: &QueryIndex, filter: &Filter, page: usize, size: usize) -> Vec<u8> {
+    let (summaries, _) = ix.list(filter, Sort::default(), page, size);
+    let details: Vec<TraceDetail> = summaries.iter().filter_map(|s| ix.get(&s.id)).collect();
+    let out: Vec<DetailOut<'_>> = details.iter().map(DetailOut::of).collect();
+    serde_json::to_vec(&out).unwrap()
+}
+
+/// The streamed export's chunks.
+fn export_chunks(ix: &Arc<QueryIndex>, filter: &Filter, page: usize, size: usize) -> Vec<Bytes> {
+    let traces = ix.select(filter, Sort::default(), page, size);
+    ExportBody::new(Arc::clone(ix), traces).collect()
+}
+
+/// A trace of `n` runs under one root, each run about `pad` bytes of input larger.
+fn wide_trace(trace: &str, n: usize, start: &str, pad: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| {
+            let parent = (i > 0).then_some("r0");
+            let mut v: serde_json::Value = serde_json::from_slice(&run(
+                &format!("r{i}"),
+                trace,
+                parent,
+                "succeeded",
+                start,
+                Some(T2),
+            ))
+            .unwrap();
+            v["input"] = json!("x".repeat(pad));
+            Bytes::from(v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_streamed_export_is_every_traces_detail_byte_for_byte_in_bounded_chunks() {
+    let ix = Arc::new(index());
+    assert_eq!(
+        export_chunks(&ix, &Filter::default(), 1, usize::MAX).concat(),
+        b"[]"
+    );
+    // Many pages and chunks; a root without source or session (found on a later run); a
+    // failure; a run whose JSON has surrounding whitespace.
+    ix.ingest_json(1, &wide_trace("wide", 3000, T1, 200));
+    let bare = Bytes::from(format!(
+        r#"{{"id":"r","trace_id":"bare","parent_run_id":null,"name":"b","status":"succeeded","start_time":"{T0}"}}"#
+    ));
+    let mut late: Vec<Bytes> = (0..300)
+        .map(|i| run(&format!("c{i}"), "bare", Some("r"), "succeeded", T0, None))
+        .collect();
+    late.insert(0, bare);
+    ix.ingest_json(5000, &late);
+    ix.ingest_json(0, &[run("f", "failed", None, "failed", T2, Some(T2))]);
+    let mut padded = b" ".to_vec();
+    padded.extend_from_slice(&run("w", "ws", None, "succeeded", T0, None));
+    padded.push(b' ');
+    ix.ingest_json(0, &[Bytes::from(padded)]);
+    let failed = Filter {
+        statuses: vec!["failed".into()],
+        ..Filter::default()
+    };
+    for (filter, page, size) in [
+        (Filter::default(), 1, usize::MAX),
+        (failed, 1, usize::MAX),
+        (Filter::default(), 2, 2),
+        (Filter::default(), 9, 2),
+    ] {
+        let chunks = export_chunks(&ix, &filter, page, size);
+        assert_eq!(
+            chunks.concat(),
+            export_in_one_piece(&ix, &filter, page, size),
+            "{filter:?} page {page} of {size}"
+        );
+        for c in &chunks {
+            assert!(
+                c.len() <= EXPORT_CHUNK_BYTES + RUN_PAGE_BYTES + 1024,
+                "{}",
+                c.len()
+            );
+        }
+    }
+    assert!(export_chunks(&ix, &Filter::default(), 1, usize::MAX).len() > 10);
+    let all: serde_json::Value =
+        serde_json::from_slice(&export_chunks(&ix, &Filter::default(), 1, 50).concat()).unwrap();
+    let bare = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "bare")
+        .unwrap();
+    assert_eq!(
+        (
+            bare["source_id"].as_str(),
+            bare["runs"].as_array().map(Vec::len)
+        ),
+        (Some("src-bare"), Some(301))
+    );
+}
+
+#[test]
+fn a_trace_evicted_while_it_is_exported_ends_early_and_the_export_stays_json() {
+    let wide = wide_trace("wide", 2000, T2, 200);
+    let wide_bytes: u64 = wide.iter().map(|r| r.len() as u64).sum();
+    let ix = Arc::new(QueryIndex::unregistered(
+        wide_bytes + 4096,
+        Duration::from_secs(3600),
+    ));
+    ix.ingest_json(1, &wide);
+    ix.ingest_json(0, &[run("r", "small", None, "succeeded", T0, Some(T1))]);
+    let traces = ix.select(&Filter::default(), Sort::default(), 1, usize::MAX);
+    let mut body = ExportBody::new(Arc::clone(&ix), traces);
+    let mut out = body.next().unwrap().to_vec();
+    // The least recently updated trace, the one being written, is evicted to make room.
+    ix.ingest_json(0, &wide_trace("newer", 30, T0, 200));
+    assert!(ix.get("wide").is_none());
+    for chunk in body {
+        out.extend_from_slice(&chunk);
+    }
+    let all: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(
+        (all[0]["id"].as_str(), all[1]["id"].as_str()),
+        (Some("wide"), Some("small"))
+    );
+    let written = all[0]["runs"].as_array().unwrap().len();
+    assert!(written > 0 && written < 2000, "{written}");
+    assert_eq!(all[1]["runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn the_passthrough_url_never_leaves_the_configured_origin() {
     let base = reqwest::Url::parse("https://api.example.com").unwrap();
     let ok = upstream_url(&base, "/api/v1/traces", Some("a=1&b=%20x")).unwrap();
@@ -424,18 +566,24 @@ mod invariants {
 
     #[derive(Debug, Clone)]
     enum Op {
-        /// Runs (trace, run, has parent, failed, ended) appended as one batch.
-        Ingest(Vec<(u8, u8, bool, bool, bool)>),
+        /// Runs (trace, run, has parent, failed, start, end) appended as one batch; start and
+        /// end pick from [`TIMES`] (end 0: none).
+        Ingest(Vec<(u8, u8, bool, bool, usize, usize)>),
         Deliver(Vec<u8>),
         DeadLetter(Vec<u8>),
         Settle(u8),
         Drop(u8, u8),
     }
 
+    const TIMES: [&str; 3] = [T0, T1, T2];
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => prop::collection::vec((0u8..6, 0u8..20, any::<bool>(), any::<bool>(), any::<bool>()), 1..8)
-                .prop_map(Op::Ingest),
+            4 => prop::collection::vec(
+                (0u8..6, 0u8..20, any::<bool>(), any::<bool>(), 0..TIMES.len(), 0..TIMES.len()),
+                1..8,
+            )
+            .prop_map(Op::Ingest),
             2 => prop::collection::vec(0u8..60, 1..8).prop_map(Op::Deliver),
             1 => prop::collection::vec(0u8..60, 1..3).prop_map(Op::DeadLetter),
             1 => (0u8..60).prop_map(Op::Settle),
@@ -456,14 +604,14 @@ mod invariants {
                     Op::Ingest(runs) => {
                         let runs: Vec<Bytes> = runs
                             .iter()
-                            .map(|&(t, r, child, failed, ended)| {
+                            .map(|&(t, r, child, failed, start, end)| {
                                 run(
                                     &format!("r{r}"),
                                     &format!("t{t}"),
                                     child.then_some("r0"),
                                     if failed { "failed" } else { "succeeded" },
-                                    T0,
-                                    ended.then_some(T1),
+                                    TIMES[start],
+                                    (end > 0).then(|| TIMES[end]),
                                 )
                             })
                             .collect();
@@ -489,6 +637,12 @@ mod invariants {
                     prop_assert_eq!(d.summary, s);
                 }
             }
+            // A restore (one ingest per trace) rebuilds the same index.
+            let restored = QueryIndex::unregistered(max_bytes, Duration::from_secs(3600));
+            restored.restore(ix.saved());
+            restored.check_invariants();
+            let all = |ix: &QueryIndex| ix.list(&Filter::default(), Sort::default(), 1, 500);
+            prop_assert_eq!(all(&restored), all(&ix));
         }
     }
 }
