@@ -69,11 +69,14 @@ fn inspect_and_export_show_what_is_not_yet_delivered() {
 #[test]
 fn dead_letters_are_reported_and_replayed() {
     let collector = MockCollector::start();
-    collector.push_response(MockResponse::status(422).with_body(r#"{"detail":"schema"}"#));
+    // The batch of two, then each run alone once the 422 splits it: three rejections.
+    for _ in 0..3 {
+        collector.push_response(MockResponse::status(422).with_body(r#"{"detail":"schema"}"#));
+    }
     let mut sidecar = Sidecar::start(&collector.url(), KEY);
     assert_eq!(sidecar.post_runs(&batches::batch("dl", 2)).0, 200);
-    support::wait_until("the 422", Duration::from_secs(15), || {
-        !collector.trace_requests().is_empty()
+    support::wait_until("the three 422s", Duration::from_secs(15), || {
+        collector.trace_requests().len() >= 3
     });
     std::thread::sleep(Duration::from_millis(300));
 

@@ -101,6 +101,11 @@ fn list_filter_sort_paginate_get_and_export() {
         ids(&get(&sidecar, "/v1/traces?status=failed,canceled").1),
         [FAILED_TRACE, "gen-2"]
     );
+    // A repeated status counts once: the same answer, not an error or a doubled filter.
+    assert_eq!(
+        ids(&get(&sidecar, "/v1/traces?status=failed,canceled,failed,failed").1),
+        [FAILED_TRACE, "gen-2"]
+    );
     assert_eq!(
         ids(&get(
             &sidecar,
@@ -405,16 +410,6 @@ fn runs_the_buffer_dropped_are_shown_dropped_not_pending() {
     assert_eq!(delivery(&sidecar, "drop0"), "dropped");
 }
 
-/// A metric's value summed over the label sets whose text contains `labels` (0 when absent).
-fn metric(sidecar: &Sidecar, name: &str, labels: &str) -> f64 {
-    sidecar
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Scenario: the index holds ~16 MB of runs; one client asks for the whole export and never
 /// reads the answer, with `ingest.write_timeout = "2s"`. Guarantees: the export is streamed, so
 /// other clients are served meanwhile (list, ingest, a complete export of their own); once the
@@ -443,10 +438,9 @@ fn an_export_the_client_never_reads_is_cut_off_after_the_write_timeout() {
         assert_eq!(sidecar.post_batch(&json!({ "runs": runs })).status, 200);
     }
     let closed = |s: &Sidecar| {
-        metric(
-            s,
+        s.metric_sum(
             "dynamiq_sidecar_connections_closed_total",
-            "reason=\"write_timeout\"",
+            &["reason=\"write_timeout\""],
         )
     };
     assert_eq!(closed(&sidecar), 0.0);

@@ -87,11 +87,18 @@ pub async fn read_limited(
     })
 }
 
-/// Decompressed bytes are charged to the request in steps of this size, before they are kept.
-const CHARGE_STEP: usize = 1 << 20;
+/// The first allocation for decompressed bytes when the gzip trailer gives no size.
+const FIRST_STEP: usize = 1 << 20;
+/// Decompressed bytes are written (and their pages touched) this much at a time.
+const READ_WINDOW: usize = 64 << 10;
 
-/// Decodes `bytes` per `encoding`, refusing more than `limit` decoded bytes; decompressed
-/// bytes are charged to `reservation` as they are produced.
+/// Decodes `bytes` per `encoding`, refusing more than `limit` decoded bytes. Every byte of the
+/// output buffer is charged to `reservation` before it is allocated, including the old buffer
+/// while a growing one is copied, so what decompression really holds never passes its charge.
+/// The buffer is sized from the gzip trailer (`ISIZE`, capped at the limit), so a one-member
+/// body is inflated in one allocation, never copied (the decoder checks `ISIZE`: a body whose
+/// trailer lies is a 400); several members announce only the last one's size, and the rest
+/// costs doublings, each charged.
 pub fn decode(
     bytes: Bytes,
     encoding: Encoding,
@@ -102,18 +109,32 @@ pub fn decode(
         Encoding::Identity => Ok(bytes),
         Encoding::Gzip => {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            // One byte past the limit is enough to know the limit is passed.
+            let most = limit.saturating_add(1);
+            let first = gzip_size_hint(&bytes).unwrap_or(FIRST_STEP).clamp(1, most);
+            reservation.grow(first as u64, "the decompressed request body")?;
+            let mut out: Vec<u8> = Vec::with_capacity(first);
+            let mut charged = first;
             let mut decoder = flate2::read::MultiGzDecoder::new(bytes.as_ref());
-            let mut out: Vec<u8> = Vec::new();
-            let mut charged = 0usize;
             loop {
-                if out.len() >= charged {
-                    let step = CHARGE_STEP.min(limit.saturating_add(1) - charged);
-                    reservation.grow(step as u64, "the decompressed request body")?;
-                    charged += step;
-                    out.reserve_exact(charged - out.len());
+                if out.len() == out.capacity() {
+                    if out.len() >= most {
+                        return Err(ApiError::too_large(limit as u64, true));
+                    }
+                    let grown = out.capacity().saturating_mul(2).max(FIRST_STEP).min(most);
+                    // The old buffer lives until the new one holds its copy: charge both.
+                    reservation.grow(grown as u64, "the decompressed request body")?;
+                    out.reserve_exact(grown - out.len());
+                    reservation.shrink_to(reservation.bytes() - charged as u64);
+                    charged = out.capacity();
+                    if charged > grown {
+                        // The allocator may round up; what it gave is what is held.
+                        reservation
+                            .grow((charged - grown) as u64, "the decompressed request body")?;
+                    }
                 }
-                let end = charged.min(out.capacity());
                 let start = out.len();
+                let end = out.capacity().min(start + READ_WINDOW);
                 out.resize(end, 0);
                 let n = decoder
                     .read(&mut out[start..end])
@@ -126,10 +147,24 @@ pub fn decode(
                     break;
                 }
             }
-            reservation.shrink_to(reservation.bytes() - (charged - out.len()) as u64);
+            // Capacity past the last window was never written, so it is not resident.
+            let untouched = charged.saturating_sub(out.len().max(1));
+            reservation.shrink_to(reservation.bytes() - untouched as u64);
             Ok(Bytes::from(out))
         }
     }
+}
+
+/// The decompressed size a gzip body announces in its trailer (`ISIZE`: the last member's
+/// size modulo 2^32), or `None` when the body is too short to be gzip. Only a sizing hint: a
+/// client can put anything there, and several members announce only the last one's size.
+fn gzip_size_hint(bytes: &[u8]) -> Option<usize> {
+    // A gzip member is at least a 10-byte header, an empty deflate block and the 8-byte trailer.
+    if bytes.len() < 18 || bytes[..2] != [0x1f, 0x8b] {
+        return None;
+    }
+    let tail: [u8; 4] = bytes[bytes.len() - 4..].try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(tail)).ok()
 }
 
 #[cfg(test)]
@@ -168,6 +203,48 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(data).unwrap();
         Bytes::from(enc.finish().unwrap())
+    }
+
+    #[test]
+    fn a_gzip_body_is_inflated_in_one_allocation_and_several_members_still_decode() {
+        let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let body = gzip(&data);
+        assert_eq!(gzip_size_hint(&body), Some(data.len()));
+        let mut r = room();
+        let out = decode(body.clone(), Encoding::Gzip, 10 << 20, &mut r).unwrap();
+        assert_eq!(out.as_ref(), &data[..]);
+        assert_eq!(r.bytes(), data.len() as u64, "charged exactly what is held");
+
+        // Two members: the trailer names only the last (tiny) one, so the buffer doubles, each
+        // step charged, and the result is whole.
+        let mut two = body.to_vec();
+        two.extend_from_slice(&gzip(b"tail"));
+        let mut r = room();
+        let out = decode(Bytes::from(two), Encoding::Gzip, 10 << 20, &mut r).unwrap();
+        assert_eq!(out.len(), data.len() + 4);
+        assert!(out.ends_with(b"tail"));
+        assert!(
+            r.bytes() >= out.len() as u64 && r.bytes() < out.len() as u64 + (64 << 10),
+            "{}",
+            r.bytes()
+        );
+
+        // A trailer that lies is refused: by the budget when it claims more than there is room
+        // for, else by the decoder's own check.
+        let mut lying = gzip(b"{\"runs\":[]}").to_vec();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut tight = MemoryBudget::unregistered(1 << 20).reservation();
+        let e = decode(
+            Bytes::from(lying.clone()),
+            Encoding::Gzip,
+            2 << 20,
+            &mut tight,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        let e = decode(Bytes::from(lying), Encoding::Gzip, 1000, &mut room()).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
     }
 
     #[test]
