@@ -12,18 +12,21 @@
 # BIN=path uses that sidecar binary instead of building target/release/dynamiq-sidecar; a
 # BIN=path word inside SETTINGS uses that binary for that side only (two builds compared:
 #   scripts/ab-load.sh otlp-grpc 5 7 'BIN=/tmp/old-sidecar' '').
+# PROFILE=reliability builds with that cargo profile instead of release (no fat LTO: minutes
+# less to build; compare only builds of the same profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 5 ] || { sed -n 2,10p "$0"; exit 2; }
 MODE=$1 ROUNDS=$2 SECS=$3 A=$4 B=$5
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --example noop_server --example otlp_load
-if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin dynamiq-sidecar; BIN=target/release/dynamiq-sidecar; fi
-LOAD=target/release/examples/otlp_load
+PROFILE="${PROFILE:-release}"
+cargo build --profile "$PROFILE" --quiet --example noop_server --example otlp_load
+if [ -z "${BIN:-}" ]; then cargo build --profile "$PROFILE" --quiet --bin dynamiq-sidecar; BIN=target/$PROFILE/dynamiq-sidecar; fi
+LOAD=target/$PROFILE/examples/otlp_load
 "$LOAD" body "$WORK/body.pb" 25 2>/dev/null
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
-target/release/examples/noop_server 127.0.0.1:19601 2>/dev/null & wait_port 19601
+target/$PROFILE/examples/noop_server 127.0.0.1:19601 2>/dev/null & wait_port 19601
 lua() { printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "%s"\nlocal f = io.open("%s", "rb"); wrk.body = f:read("*a"); f:close()\n' "$1" "$2"; }
 lua application/x-protobuf "$WORK/body.pb" > "$WORK/pb.lua"
 lua application/json tests/fixtures/workflow-success.json > "$WORK/sdk.lua"
