@@ -116,9 +116,20 @@ pub fn decode(
             let mut out: Vec<u8> = Vec::with_capacity(first);
             let mut charged = first;
             let mut decoder = flate2::read::MultiGzDecoder::new(bytes.as_ref());
+            let mut read = |buf: &mut [u8]| {
+                decoder
+                    .read(buf)
+                    .map_err(|e| ApiError::bad_request(format!("invalid gzip body: {e}")))
+            };
             loop {
                 if out.len() == out.capacity() {
-                    if out.len() >= most {
+                    // Full: look for one more byte before growing, so that a body the trailer
+                    // sized right ends here instead of being copied into a larger buffer.
+                    let mut probe = [0u8; 1];
+                    if read(&mut probe)? == 0 {
+                        break;
+                    }
+                    if out.len() >= limit {
                         return Err(ApiError::too_large(limit as u64, true));
                     }
                     let grown = out.capacity().saturating_mul(2).max(FIRST_STEP).min(most);
@@ -132,13 +143,13 @@ pub fn decode(
                         reservation
                             .grow((charged - grown) as u64, "the decompressed request body")?;
                     }
+                    out.push(probe[0]);
+                    continue;
                 }
                 let start = out.len();
                 let end = out.capacity().min(start + READ_WINDOW);
                 out.resize(end, 0);
-                let n = decoder
-                    .read(&mut out[start..end])
-                    .map_err(|e| ApiError::bad_request(format!("invalid gzip body: {e}")))?;
+                let n = read(&mut out[start..end])?;
                 out.truncate(start + n);
                 if out.len() > limit {
                     return Err(ApiError::too_large(limit as u64, true));
@@ -214,6 +225,10 @@ mod tests {
         let out = decode(body.clone(), Encoding::Gzip, 10 << 20, &mut r).unwrap();
         assert_eq!(out.as_ref(), &data[..]);
         assert_eq!(r.bytes(), data.len() as u64, "charged exactly what is held");
+        // A budget of exactly the decompressed size is enough: the buffer is never grown.
+        let mut exact = MemoryBudget::unregistered(data.len() as u64).reservation();
+        let out = decode(body.clone(), Encoding::Gzip, 10 << 20, &mut exact).unwrap();
+        assert_eq!(out.len(), data.len());
 
         // Two members: the trailer names only the last (tiny) one, so the buffer doubles, each
         // step charged, and the result is whole.
