@@ -50,6 +50,7 @@ use serde_json::value::RawValue;
 use super::metrics::DeadLetterReason;
 use crate::buffer::Buffer;
 use crate::model::envelope;
+use crate::model::text::truncate;
 use crate::private_fs;
 
 /// Size at which a dead-letter file is closed and a new one started.
@@ -202,18 +203,6 @@ impl DeadLetter {
 
 fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[derive(Debug)]

@@ -891,7 +891,7 @@ impl<S: BatchSource> Forwarder<S> {
                     tracing::warn!(
                         seq = chunk[0].seq,
                         status = status.unwrap_or_default(),
-                        response = %deadletter::truncate(&response, 512),
+                        response = %crate::model::text::truncate(&response, 512),
                         "the collector rejected a run permanently; moved to the dead-letter store"
                     );
                     self.dead_letter(chunk, DeadLetterReason::Rejected, status, &response, stop)
@@ -947,7 +947,7 @@ impl<S: BatchSource> Forwarder<S> {
             .map(|i| DeadLetter {
                 reason,
                 status,
-                response: deadletter::truncate(response, deadletter::MAX_RESPONSE_CHARS)
+                response: crate::model::text::truncate(response, deadletter::MAX_RESPONSE_CHARS)
                     .to_string(),
                 run: i.run.clone(),
                 client_key: i.client_key.clone(),

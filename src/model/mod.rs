@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod envelope;
 pub mod json_scan;
+pub mod text;
 
 pub use batch::{
     JsonBody, JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError,

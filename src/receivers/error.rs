@@ -60,7 +60,7 @@ impl ApiError {
     /// 413 for a run too large to ever be forwarded: it must fit in one request to the
     /// collector on its own. `id` is cut to 128 bytes in the message.
     pub fn run_too_large(index: usize, id: &str, size: usize, limit: usize) -> Self {
-        let id = crate::forward::deadletter::truncate(id, 128);
+        let id = crate::model::text::truncate(id, 128);
         let mut e = Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "run_too_large",

@@ -172,7 +172,7 @@ fn reject_unforwardable_runs(
         .unwrap_or_default();
     let message = format!(
         "span converted to run {:?} is {} bytes; a run must fit alone in one request to the collector: at most {max_run_bytes} bytes (forward.max_bytes less the request framing)",
-        crate::forward::deadletter::truncate(&id, 128),
+        crate::model::text::truncate(&id, 128),
         run_len(first),
     );
     let before = records.len();
