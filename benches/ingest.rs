@@ -57,7 +57,7 @@ fn parse(c: &mut Criterion) {
 /// the run's bytes) over the fixture's runs, against XXH3-128 of the same bytes as
 /// they are (the floor: hashing without looking at the JSON), same run.
 fn fingerprint(c: &mut Criterion) {
-    use dynamiq_sidecar::forward::dedup;
+    use dynamiq_sidecar::sinks::dynamiq::dedup;
     let batch = parse_batch(FIXTURE).unwrap();
     let runs: Vec<&[u8]> = batch.runs.iter().map(|r| r.json.as_bytes()).collect();
     let bytes: usize = runs.iter().map(|r| r.len()).sum();

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dynamiq_sidecar::query::{NewRun, QueryIndex, snapshot};
+use dynamiq_sidecar::model::indexed::IndexedRun;
+use dynamiq_sidecar::query::{QueryIndex, snapshot};
 
 const SIZES: [usize; 4] = [10_000, 50_000, 100_000, 500_000];
 /// Large enough that nothing is evicted (500 000 runs of ~330 bytes).
@@ -38,10 +39,10 @@ fn one_big_trace(c: &mut Criterion) {
     let mut group = c.benchmark_group("query_index_one_trace");
     group.sample_size(10);
     for &n in &SIZES {
-        let runs: Vec<NewRun<'_>> = all[..n]
+        let runs: Vec<IndexedRun<'_>> = all[..n]
             .iter()
             .enumerate()
-            .map(|(i, json)| NewRun::parse(i as u64 + 1, json).expect("a valid run"))
+            .map(|(i, json)| IndexedRun::parse(i as u64 + 1, json).expect("a valid run"))
             .collect();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(

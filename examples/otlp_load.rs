@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
+use dynamiq_sidecar::sinks::otlp::{EXPORT_PATH, PreEncoded};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

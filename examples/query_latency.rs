@@ -53,7 +53,7 @@ async fn main() {
     };
     let traces: u64 = traces.parse().expect("traces");
     let per_query: usize = per_query.parse().expect("requests per query");
-    dynamiq_sidecar::forward::install_crypto_provider();
+    dynamiq_sidecar::sinks::common::http::install_crypto_provider();
     let client = reqwest::Client::new();
 
     let started = Instant::now();

@@ -282,7 +282,7 @@ fn fingerprint_speed() {
         serde_json::from_slice::<serde::de::IgnoredAny>(r).unwrap();
         0
     });
-    let fp = time(&|r| dynamiq_sidecar::forward::dedup::fingerprint(r, None));
+    let fp = time(&|r| dynamiq_sidecar::sinks::dynamiq::dedup::fingerprint(r, None));
     println!(
         "\nfingerprint (whitespace-insensitive XXH3-128): {fp:.0} MB/s; serde_json scan without building anything (baseline): {baseline:.0} MB/s; ratio {:.2}",
         fp / baseline
@@ -292,7 +292,7 @@ fn fingerprint_speed() {
 #[tokio::main]
 async fn main() {
     // The clients below use rustls too: the provider must be in place before any is built.
-    dynamiq_sidecar::forward::install_crypto_provider();
+    dynamiq_sidecar::sinks::common::http::install_crypto_provider();
     let flushes: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -11,7 +11,6 @@
 //! `shutdown.drain_timeout` → stop them (whatever is left
 //! stays on disk, delivered after the next start) → flush and close the buffer.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +25,7 @@ use crate::admin::{self, AdminState};
 use crate::buffer::{Buffer, BufferError};
 use crate::config::{Config, ConfigError};
 use crate::convert::SpanConvertOptions;
-use crate::forward::deadletter::{DeadLetterError, DeadLetterStore};
-use crate::forward::{ForwardError, Forwarder};
-use crate::outputs::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
+use crate::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::query::api::{Passthrough, QueryState};
 use crate::query::{QueryIndex, snapshot};
 use crate::receivers::auth::InboundAuth;
@@ -39,6 +36,9 @@ use crate::receivers::linger::Linger;
 use crate::receivers::metrics::{ConnectionFamilies, IngestMetrics};
 use crate::receivers::{self, IngestState};
 use crate::secret::KeyProvider;
+use crate::sinks::dynamiq::{ForwardError, Forwarder};
+use crate::sinks::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
+use crate::state_dir::{self, dead_letter_dir};
 
 /// Name of the Dynamiq collector's consumer cursor in the buffer.
 pub const DYNAMIQ_CONSUMER: &str = "dynamiq";
@@ -145,7 +145,7 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    crate::forward::install_crypto_provider();
+    crate::sinks::common::http::install_crypto_provider();
     let max_connections = connection_cap(config.ingest.max_connections);
     let mut registry = Registry::default();
     let readiness = Readiness::default();
@@ -189,7 +189,7 @@ pub async fn run_with(
         // A stalled OTLP backend must never make the buffer refuse or drop collector data.
         buffer.yield_when_full(OTLP_CONSUMER);
     }
-    let index_snapshot = snapshot::snapshot_path(&config.buffer.path);
+    let index_snapshot = state_dir::query_snapshot(&config.buffer.path);
     let snapshot_seq = match &query_index {
         Some(index) => snapshot::load(index, &index_snapshot),
         None => {
@@ -214,7 +214,7 @@ pub async fn run_with(
         readiness.clone(),
         &mut registry,
     )?
-    .with_dedup_snapshot(crate::forward::dedup::snapshot_path(&config.buffer.path));
+    .with_dedup_snapshot(state_dir::dedup_snapshot(&config.buffer.path));
     let forwarder = match &query_index {
         Some(index) => forwarder.with_delivery_observer(index.clone()),
         None => forwarder,
@@ -237,14 +237,16 @@ pub async fn run_with(
         auth: inbound,
         auth_mode: config.upstream.auth_mode,
         max_body_bytes: config.ingest.max_body_bytes,
-        max_run_bytes: crate::forward::batch::max_run_bytes(config.forward.max_bytes),
+        max_run_bytes: crate::sinks::dynamiq::batch::max_run_bytes(config.forward.max_bytes),
         request_timeout: config.ingest.request_timeout,
         readiness: readiness.clone(),
         metrics: IngestMetrics::register(&mut registry),
         span_options: Arc::new(SpanConvertOptions {
             default_source_id: config.ingest.otlp_source_id.clone(),
         }),
-        query: query_index.clone(),
+        observer: query_index
+            .clone()
+            .map(|index| index as Arc<dyn receivers::ingest::AppendObserver>),
         conversions: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -427,11 +429,6 @@ fn connection_cap(wanted: usize) -> usize {
             capped
         }
     }
-}
-
-/// Where dead letters live: inside the buffer directory, so one volume holds all state.
-pub fn dead_letter_dir(buffer_path: &Path) -> std::path::PathBuf {
-    buffer_path.join("dead-letter")
 }
 
 /// Keeps the `buffer_writable` latch current even when no request arrives (e.g. the

@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn log_filters_are_level_and_target_lists() {
         let f = parse_log_filter("warn,dynamiq_sidecar=debug").unwrap();
-        assert!(f.would_enable("dynamiq_sidecar::forward", &Level::DEBUG));
+        assert!(f.would_enable("dynamiq_sidecar::sinks::dynamiq", &Level::DEBUG));
         assert!(!f.would_enable("hyper", &Level::INFO));
         assert!(
             parse_log_filter(" info ")

@@ -765,7 +765,7 @@ impl Config {
                 return Err(err("outputs.otlp.timeout", "must be greater than 0".into()));
             }
             if let Some(path) = &otlp.ca_file {
-                crate::outputs::otlp::read_ca_file(path)
+                crate::sinks::otlp::read_ca_file(path)
                     .map_err(|message| err("outputs.otlp.ca_file", message))?;
             }
             if otlp.service_name.trim().is_empty() {

@@ -302,7 +302,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        crate::forward::install_crypto_provider();
+        crate::sinks::common::http::install_crypto_provider();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut req = client
             .get(format!("http://127.0.0.1:{port}/x"))

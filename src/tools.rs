@@ -10,11 +10,12 @@ use std::io::Write;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::app::{DYNAMIQ_CONSUMER, dead_letter_dir};
+use crate::app::DYNAMIQ_CONSUMER;
 use crate::buffer::{self, Buffer};
 use crate::config::Config;
-use crate::forward::deadletter;
+use crate::deadletter;
 use crate::model::envelope;
+use crate::state_dir::dead_letter_dir;
 
 /// A tool failure, printed as `error: ...` with exit status 1.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,6 @@ pub fn inspect(config: &Config, as_json: bool, out: &mut dyn Write) -> Result<()
         });
     }
     let dead_dir = dead_letter_dir(path);
-    report.ignored_files.retain(|p| *p != dead_dir);
     let dead = deadletter::summarize(&dead_dir).unwrap_or_default();
     let value = json!({
         "path": report.path.display().to_string(),

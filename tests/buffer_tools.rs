@@ -108,3 +108,40 @@ fn dead_letters_are_reported_and_replayed() {
         collector.accepted_run_ids() == ["dl-0", "dl-1"]
     });
 }
+
+/// Scenario: a sidecar that ran with the trace index and duplicate suppression left its own
+/// state beside the segments (`dead-letter/`, `forward-state/`, `query-state/`), and someone
+/// dropped a stray file there. Guarantees: a restart warns about the stray file only, and
+/// `inspect` lists only it under `ignored_files`: the sidecar's own directories are not
+/// "unexpected".
+#[test]
+fn the_sidecars_own_state_is_not_reported_as_unexpected_files() {
+    let collector = MockCollector::start();
+    let mut sidecar = Sidecar::builder(&collector.url()).access_key(KEY).start();
+    assert_eq!(sidecar.post_runs(&batches::batch("own-state", 3)).0, 200);
+    collector.wait_for_runs(3, Duration::from_secs(10));
+    sidecar.terminate();
+    for own in ["dead-letter", "forward-state", "query-state"] {
+        assert!(sidecar.data_dir().join(own).is_dir(), "{own} missing");
+    }
+    std::fs::write(sidecar.data_dir().join("notes.txt"), b"left by hand").unwrap();
+
+    sidecar.restart();
+    sidecar.terminate();
+    let logs = sidecar.logs();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("unexpected file in the buffer directory"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("notes.txt"), "{warnings:#?}");
+
+    let report: Value =
+        serde_json::from_str(&stdout(&tool(&sidecar, &["buffer", "inspect", "--json"]))).unwrap();
+    let ignored = report["ignored_files"].as_array().unwrap();
+    assert_eq!(ignored.len(), 1, "{report}");
+    assert!(
+        ignored[0].as_str().unwrap().ends_with("notes.txt"),
+        "{report}"
+    );
+}

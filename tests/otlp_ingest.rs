@@ -8,7 +8,7 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
+use dynamiq_sidecar::sinks::otlp::{EXPORT_PATH, PreEncoded};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,

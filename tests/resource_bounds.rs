@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use dynamiq_sidecar::outputs::otlp::{EXPORT_PATH, PreEncoded};
+use dynamiq_sidecar::sinks::otlp::{EXPORT_PATH, PreEncoded};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use support::{MockCollector, Sidecar, batches, wait_until};
 

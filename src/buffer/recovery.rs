@@ -26,11 +26,7 @@ use super::state::State;
 use super::writer::ActiveSegment;
 use super::{BufferError, RecoveryReport};
 use crate::private_fs::{self, create_dir_all, file_options};
-
-/// Name of the lock file.
-pub(crate) const LOCK_FILE: &str = "LOCK";
-/// Directory corrupt bytes are copied to.
-pub(crate) const CORRUPT_DIR: &str = "corrupt";
+use crate::state_dir::{self, CORRUPT_DIR, LOCK_FILE};
 
 /// The directory's entries, classified.
 #[derive(Debug, Default)]
@@ -41,7 +37,7 @@ pub(crate) struct Listing {
     pub cursors: Vec<(String, PathBuf)>,
     /// Leftover temporary cursor files.
     pub tmp_files: Vec<PathBuf>,
-    /// Anything else (left alone).
+    /// Anything else: not the sidecar's (left alone).
     pub ignored: Vec<PathBuf>,
 }
 
@@ -63,7 +59,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing, BufferError> {
             out.ignored.push(path);
             continue;
         };
-        if name == LOCK_FILE || name == CORRUPT_DIR {
+        if state_dir::is_reserved(&name) {
             continue;
         }
         if !is_file {

@@ -53,7 +53,8 @@ fn assert_records_match(request: &ExportTraceServiceRequest) -> usize {
         if let Some(keys) = &record.keys {
             with_keys += 1;
             let json = bytes::Bytes::copy_from_slice(run);
-            let parsed = crate::query::NewRun::parse(0, &json).expect("string id and trace_id");
+            let parsed =
+                crate::model::indexed::IndexedRun::parse(0, &json).expect("string id and trace_id");
             assert_eq!(&bytes[keys.trace_id.clone()], parsed.trace_id.as_bytes());
             assert_eq!(&bytes[keys.id.clone()], parsed.id.as_bytes());
             assert_eq!(keys.is_root, parsed.is_root);

@@ -4,8 +4,7 @@
 //! Guarantees: formatting is total (every `u64` nanosecond count has a spelling) and
 //! `parse(format(ns)) == ns` truncated to the microsecond.
 
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 /// Formats `ns` since the Unix epoch as the SDK does, truncated to microseconds, in UTC.
 pub fn format_ns(ns: u64) -> String {
@@ -98,14 +97,7 @@ impl QuotedSpelling {
     }
 }
 
-/// Parses an RFC 3339 time (`Z` or an offset, any fraction) into nanoseconds since the epoch;
-/// `None` before 1970 or after 2554.
-pub fn parse_ns(s: &str) -> Option<u64> {
-    let t = OffsetDateTime::parse(s, &Rfc3339)
-        .ok()?
-        .to_offset(UtcOffset::UTC);
-    u64::try_from(t.unix_timestamp_nanos()).ok()
-}
+pub use crate::model::time::parse_ns;
 
 #[cfg(test)]
 mod tests {

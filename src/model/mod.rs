@@ -7,8 +7,10 @@
 
 pub mod batch;
 pub mod envelope;
+pub mod indexed;
 pub mod json_scan;
 pub mod text;
+pub mod time;
 
 pub use batch::{
     JsonBody, JsonBodyKind, RawRun, RunBatch, RunStatus, RunType, ValidationError,

@@ -65,7 +65,7 @@ impl Passthrough {
         request_timeout: Duration,
     ) -> Result<Self, String> {
         let base = reqwest::Url::parse(base_url).map_err(|e| e.to_string())?;
-        let client = crate::forward::client::build_http_client(
+        let client = crate::sinks::common::http::build_http_client(
             &base,
             connect_timeout,
             request_timeout,

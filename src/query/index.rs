@@ -27,12 +27,14 @@ use bytes::Bytes;
 use foldhash::fast::RandomState as FastHash;
 use prometheus_client::registry::Registry;
 
+use super::summary::text_of;
 use super::summary::{Filter, Sort, TextField, TraceDetail, TraceSummary, parse_fields};
-use super::summary::{string_of, text_of};
-use super::{Delivery, DeliveryObserver, QueryMetrics};
-use crate::convert::time::parse_ns;
-use crate::model::batch::{RawRun, RunStatus};
+use super::{Delivery, QueryMetrics};
+use crate::model::batch::RunStatus;
 use crate::model::envelope;
+use crate::model::indexed::{IndexedRun, string_of};
+use crate::receivers::ingest::AppendObserver;
+use crate::sinks::dynamiq::observer::{DeliveryObserver, RunOutcome};
 
 /// How many delivery updates for runs not (yet) indexed are remembered.
 const MAX_EARLY_UPDATES: usize = 4096;
@@ -41,62 +43,6 @@ const RUN_MAP_FROM: usize = 16;
 /// Most run JSON bytes (beyond the first run) one [`QueryIndex::runs_page`] hands out, so a
 /// reader of a large trace takes the lock briefly, page by page.
 pub(super) const RUN_PAGE_BYTES: usize = 64 * 1024;
-
-/// One run handed to the index.
-#[derive(Debug, Clone)]
-pub struct NewRun<'a> {
-    /// Its buffer sequence number (0 when not from the buffer: never matched by delivery);
-    /// before [`QueryIndex::ingest_appended`], its payload's position in the append.
-    pub seq: u64,
-    /// The run's JSON, as stored.
-    pub json: Bytes,
-    /// `trace_id`.
-    pub trace_id: Cow<'a, str>,
-    /// `id`.
-    pub id: Cow<'a, str>,
-    /// No `parent_run_id` (absent or null).
-    pub is_root: bool,
-    /// `status`.
-    pub status: Option<RunStatus>,
-    /// `start_time` in ns since the epoch.
-    pub start_ns: Option<u64>,
-    /// `end_time` in ns since the epoch.
-    pub end_ns: Option<u64>,
-}
-
-impl<'a> NewRun<'a> {
-    /// From a run the ingest validator read (no parsing).
-    pub fn from_validated(seq: u64, json: Bytes, run: &'a RawRun<'a>) -> Self {
-        let ns = |t: time::OffsetDateTime| u64::try_from(t.unix_timestamp_nanos()).ok();
-        Self {
-            seq,
-            json,
-            trace_id: Cow::Borrowed(&run.trace_id),
-            id: Cow::Borrowed(&run.id),
-            is_root: run.parent_run_id.is_none(),
-            status: run.status,
-            start_ns: ns(run.start_time),
-            end_ns: run.end_time.and_then(ns),
-        }
-    }
-
-    /// Reads the fields from `json` (runs the converter made, replayed buffer records). `None`
-    /// for anything without a string `id` and `trace_id`.
-    pub fn parse(seq: u64, json: &'a Bytes) -> Option<Self> {
-        let f = parse_fields(json)?;
-        let time = |raw| string_of(raw).and_then(|t| parse_ns(&t));
-        Some(Self {
-            seq,
-            json: json.clone(),
-            trace_id: string_of(f.trace_id)?,
-            id: string_of(f.id)?,
-            is_root: f.parent_run_id.is_none_or(|p| p.get() == "null"),
-            status: string_of(f.status).and_then(|s| RunStatus::parse(&s)),
-            start_ns: time(f.start_time),
-            end_ns: time(f.end_time),
-        })
-    }
-}
 
 /// One run as indexed.
 #[derive(Debug, Clone)]
@@ -452,7 +398,12 @@ impl Inner {
 
     /// Stores one run (`Pending` unless `delivery` says otherwise) updated at `now`. Returns
     /// its trace when that trace's aggregate must be rescanned.
-    fn put(&mut self, run: &NewRun<'_>, delivery: Option<Delivery>, now: Instant) -> Option<u64> {
+    fn put(
+        &mut self,
+        run: &IndexedRun<'_>,
+        delivery: Option<Delivery>,
+        now: Instant,
+    ) -> Option<u64> {
         let mut entry = RunEntry {
             id_hash: id_hash(&run.id),
             seq: run.seq,
@@ -582,13 +533,13 @@ impl QueryIndex {
     }
 
     /// Indexes runs (with their sequence numbers) that were just stored.
-    pub fn ingest(&self, runs: &[NewRun<'_>]) {
+    pub fn ingest(&self, runs: &[IndexedRun<'_>]) {
         self.ingest_at(runs, Instant::now(), None);
     }
 
     /// Indexes runs appended from `first_seq` on, each carrying its payload's position in the
     /// append as `seq` (prepared before the append, see `receivers::traces::store`).
-    pub fn ingest_appended(&self, first_seq: u64, runs: &mut [NewRun<'_>]) {
+    pub fn ingest_appended(&self, first_seq: u64, runs: &mut [IndexedRun<'_>]) {
         for run in runs.iter_mut() {
             run.seq += first_seq;
         }
@@ -601,16 +552,16 @@ impl QueryIndex {
             .into_iter()
             .filter_map(|(seq, p)| envelope::decode(p).ok().map(|e| (seq, e.run)))
             .collect();
-        let parsed: Vec<NewRun<'_>> = runs
+        let parsed: Vec<IndexedRun<'_>> = runs
             .iter()
-            .filter_map(|(seq, json)| NewRun::parse(*seq, json))
+            .filter_map(|(seq, json)| IndexedRun::parse(*seq, json))
             .collect();
         self.ingest(&parsed);
     }
 
     /// Indexes run JSON bytes with consecutive sequence numbers from `first_seq` (0: none).
     pub fn ingest_json(&self, first_seq: u64, runs: &[Bytes]) {
-        let parsed: Vec<NewRun<'_>> = runs
+        let parsed: Vec<IndexedRun<'_>> = runs
             .iter()
             .enumerate()
             .filter_map(|(i, json)| {
@@ -619,13 +570,18 @@ impl QueryIndex {
                 } else {
                     first_seq + i as u64
                 };
-                NewRun::parse(seq, json)
+                IndexedRun::parse(seq, json)
             })
             .collect();
         self.ingest(&parsed);
     }
 
-    pub(super) fn ingest_at(&self, runs: &[NewRun<'_>], now: Instant, delivery: Option<Delivery>) {
+    pub(super) fn ingest_at(
+        &self,
+        runs: &[IndexedRun<'_>],
+        now: Instant,
+        delivery: Option<Delivery>,
+    ) {
         self.ingest_with(runs.iter().map(|run| (run, delivery)), now);
     }
 
@@ -634,7 +590,7 @@ impl QueryIndex {
     /// the number of runs (see [`Aggregate`]).
     fn ingest_with<'r, 'a: 'r>(
         &self,
-        runs: impl IntoIterator<Item = (&'r NewRun<'a>, Option<Delivery>)>,
+        runs: impl IntoIterator<Item = (&'r IndexedRun<'a>, Option<Delivery>)>,
         now: Instant,
     ) {
         let mut runs = runs.into_iter().peekable();
@@ -671,10 +627,12 @@ impl QueryIndex {
                 continue;
             }
             let updated = now.checked_sub(t.age).unwrap_or(now);
-            let runs: Vec<(NewRun<'_>, Delivery)> = t
+            let runs: Vec<(IndexedRun<'_>, Delivery)> = t
                 .runs
                 .iter()
-                .filter_map(|(seq, delivery, json)| Some((NewRun::parse(*seq, json)?, *delivery)))
+                .filter_map(|(seq, delivery, json)| {
+                    Some((IndexedRun::parse(*seq, json)?, *delivery))
+                })
                 .collect();
             self.ingest_with(runs.iter().map(|(run, d)| (run, Some(*d))), updated);
         }
@@ -1013,7 +971,17 @@ impl crate::buffer::DropObserver for QueryIndex {
 }
 
 impl DeliveryObserver for QueryIndex {
-    fn runs_resolved(&self, outcome: Delivery, seqs: &mut dyn Iterator<Item = u64>) {
-        self.mark(outcome, seqs);
+    fn runs_resolved(&self, outcome: RunOutcome, seqs: &mut dyn Iterator<Item = u64>) {
+        let delivery = match outcome {
+            RunOutcome::Delivered => Delivery::Delivered,
+            RunOutcome::DeadLettered => Delivery::DeadLettered,
+        };
+        self.mark(delivery, seqs);
+    }
+}
+
+impl AppendObserver for QueryIndex {
+    fn runs_appended(&self, first_seq: u64, runs: &mut [IndexedRun<'_>]) {
+        self.ingest_appended(first_seq, runs);
     }
 }

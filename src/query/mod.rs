@@ -31,7 +31,7 @@ mod tests;
 
 use serde::Serialize;
 
-pub use index::{NewRun, QueryIndex};
+pub use index::QueryIndex;
 pub use metrics::QueryMetrics;
 pub use summary::{Filter, Sort, TraceDetail, TraceSummary};
 
@@ -47,11 +47,4 @@ pub enum Delivery {
     DeadLettered,
     /// Dropped by the buffer before delivery (`buffer.when_full = "drop_oldest"`, disk full).
     Dropped,
-}
-
-/// The forwarder's report of what became of runs (see [`crate::forward::Forwarder::with_delivery_observer`]).
-pub trait DeliveryObserver: Send + Sync {
-    /// The runs stored under these buffer sequence numbers reached `outcome`
-    /// ([`Delivery::Delivered`] or [`Delivery::DeadLettered`]).
-    fn runs_resolved(&self, outcome: Delivery, seqs: &mut dyn Iterator<Item = u64>);
 }

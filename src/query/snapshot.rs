@@ -34,11 +34,6 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
 const MAGIC: &[u8; 8] = b"DQSQIDX1";
 
-/// Where the snapshot of the index for the buffer at `buffer_path` lives.
-pub fn snapshot_path(buffer_path: &Path) -> PathBuf {
-    buffer_path.join("query-state").join("index.snapshot")
-}
-
 fn delivery_code(d: Delivery) -> u8 {
     match d {
         Delivery::Pending => 0,
@@ -260,7 +255,7 @@ mod tests {
     #[test]
     fn a_snapshot_restores_traces_delivery_and_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(dir.path());
+        let path = crate::state_dir::query_snapshot(dir.path());
         let a = QueryIndex::unregistered(1 << 20, Duration::from_secs(3600));
         a.ingest_json(1, &[run("r1", "t1"), run("r2", "t1")]);
         a.ingest_json(3, &[run("r3", "t2")]);
@@ -285,7 +280,7 @@ mod tests {
     #[test]
     fn pending_runs_restored_are_settled_by_sequence_number() {
         let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(dir.path());
+        let path = crate::state_dir::query_snapshot(dir.path());
         let a = QueryIndex::unregistered(1 << 20, Duration::from_secs(3600));
         a.ingest_json(7, &[run("r1", "t1"), run("r2", "t2")]);
         save(&a, &path).unwrap();
@@ -301,7 +296,7 @@ mod tests {
     #[test]
     fn damaged_or_foreign_snapshots_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(dir.path());
+        let path = crate::state_dir::query_snapshot(dir.path());
         let a = QueryIndex::unregistered(1 << 20, Duration::from_secs(3600));
         a.ingest_json(1, &[run("r1", "t1")]);
         save(&a, &path).unwrap();

@@ -9,10 +9,10 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::Delivery;
 use crate::model::batch::{RunFields, RunStatus, read_fields};
+use crate::model::indexed::string_of;
 
 /// A trace's summary as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,15 +93,6 @@ impl Filter {
 pub(super) fn parse_fields(run: &[u8]) -> Option<RunFields<'_>> {
     // No UTF-8 pass over the whole run first: the fields read are checked as they are read.
     read_fields(run).ok()
-}
-
-/// A JSON string value, or `None` for anything else (null, numbers, objects).
-pub(super) fn string_of<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
-    let raw = raw?;
-    if !raw.get().starts_with('"') {
-        return None;
-    }
-    serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()
 }
 
 /// Which text field of a run's JSON to read.

@@ -6,10 +6,11 @@ use serde_json::json;
 
 use super::api::{DetailOut, parse_params, upstream_url};
 use super::export::{EXPORT_CHUNK_BYTES, ExportBody};
-use super::index::{NewRun, RUN_PAGE_BYTES};
+use super::index::RUN_PAGE_BYTES;
 use super::*;
 use crate::convert::time::parse_ns;
 use crate::model::envelope;
+use crate::model::indexed::IndexedRun;
 
 fn run(
     id: &str,
@@ -201,12 +202,12 @@ fn validated_and_parsed_runs_index_alike() {
         .map(|r| Bytes::copy_from_slice(r.json.as_bytes()))
         .collect();
     let (a, b) = (index(), index());
-    let validated: Vec<NewRun<'_>> = batch
+    let validated: Vec<IndexedRun<'_>> = batch
         .runs
         .iter()
         .zip(&jsons)
         .zip(1u64..)
-        .map(|((raw, json), seq)| NewRun::from_validated(seq, json.clone(), raw))
+        .map(|((raw, json), seq)| IndexedRun::from_validated(seq, json.clone(), raw))
         .collect();
     a.ingest(&validated);
     b.ingest_json(1, &jsons);
@@ -274,9 +275,9 @@ fn eviction_by_age() {
         run("r", "old", None, "succeeded", T0, Some(T1)),
         run("r", "new", None, "succeeded", T0, Some(T1)),
     );
-    ix.ingest_at(&[NewRun::parse(1, &old).unwrap()], now, None);
+    ix.ingest_at(&[IndexedRun::parse(1, &old).unwrap()], now, None);
     ix.ingest_at(
-        &[NewRun::parse(2, &new).unwrap()],
+        &[IndexedRun::parse(2, &new).unwrap()],
         now + Duration::from_secs(50),
         None,
     );

@@ -31,7 +31,7 @@ use super::IngestState;
 use super::budget::SharedReservation;
 use super::error::ApiError;
 use super::otlp::{self, OtlpEncoding};
-use crate::outputs::otlp::EXPORT_PATH;
+use crate::sinks::otlp::EXPORT_PATH;
 
 fn status_of(error: &ApiError) -> Status {
     Status::new(otlp::grpc_code(error.status), error.message.clone())
@@ -51,7 +51,7 @@ async fn export(
                 "missing or wrong bearer token: send authorization: Bearer <ingest token> metadata",
             ));
         }
-        let key = super::traces::client_key(state, &headers)?;
+        let key = super::ingest::client_key(state, &headers)?;
         let reservation = request
             .extensions()
             .get::<SharedReservation>()

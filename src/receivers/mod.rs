@@ -16,6 +16,7 @@ pub mod fd_limit;
 pub mod grpc;
 pub mod host_check;
 pub mod http;
+pub mod ingest;
 pub mod linger;
 pub mod metrics;
 pub mod otlp;
@@ -32,6 +33,7 @@ use crate::buffer::Buffer;
 use crate::config::AuthMode;
 use crate::convert::SpanConvertOptions;
 use auth::InboundAuth;
+use ingest::AppendObserver;
 use metrics::IngestMetrics;
 
 /// What the ingest handlers share.
@@ -46,7 +48,7 @@ pub struct IngestState {
     /// `ingest.max_body_bytes`.
     pub max_body_bytes: u64,
     /// Largest run the forwarder can send (`forward.max_bytes` less the request framing, see
-    /// [`crate::forward::batch::max_run_bytes`]): a larger one is refused at ingest.
+    /// `sinks::dynamiq::batch::max_run_bytes`): a larger one is refused at ingest.
     pub max_run_bytes: usize,
     /// `ingest.request_timeout`: the whole request must arrive within it.
     pub request_timeout: Duration,
@@ -56,8 +58,8 @@ pub struct IngestState {
     pub metrics: IngestMetrics,
     /// How OTLP spans become runs.
     pub span_options: Arc<SpanConvertOptions>,
-    /// The local trace index, fed after each successful append (`None`: not indexed).
-    pub query: Option<Arc<crate::query::QueryIndex>>,
+    /// Told about runs after each successful append (the local trace index; `None`: nobody).
+    pub observer: Option<Arc<dyn AppendObserver>>,
     /// Large OTLP requests decoded and converted at once (one per core): more only time-slice
     /// the same cores, hold more decoded requests in memory, and spread allocations over more
     /// threads' heaps.

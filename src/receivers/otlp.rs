@@ -25,7 +25,7 @@ use super::decoded_size;
 use super::error::ApiError;
 use crate::convert::{self, ConvertedRecord, ConvertedRecords};
 use crate::model::envelope;
-use crate::query::NewRun;
+use crate::model::indexed::IndexedRun;
 
 /// The body encodings OTLP/HTTP allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +134,12 @@ pub async fn export(
             .iter()
             .map(|record| buffers[record.buffer].slice(record.range.clone()))
             .collect();
-        let runs: Vec<Bytes> = match &state.query {
+        let runs: Vec<Bytes> = match &state.observer {
             Some(_) => payloads.iter().map(|p| p.slice(prefix_len..)).collect(),
             None => Vec::new(),
         };
         let indexed = index_entries(&buffers, &records, &runs);
-        super::traces::store(state, payloads, indexed).await?;
+        super::ingest::store(state, payloads, indexed).await?;
     }
     state.metrics.spans_accepted.inc_by(accepted_spans);
     state.metrics.spans_rejected.inc_by(rejected_spans);
@@ -167,7 +167,7 @@ fn reject_unforwardable_runs(
     let json = Bytes::copy_from_slice(
         &buffers[first.buffer][first.range.start + prefix_len..first.range.end],
     );
-    let id = NewRun::parse(0, &json)
+    let id = IndexedRun::parse(0, &json)
         .map(|run| run.id.into_owned())
         .unwrap_or_default();
     let message = format!(
@@ -229,16 +229,16 @@ fn index_entries<'a>(
     buffers: &'a [Bytes],
     records: &'a [ConvertedRecord],
     runs: &'a [Bytes],
-) -> Vec<NewRun<'a>> {
+) -> Vec<IndexedRun<'a>> {
     (0..)
         .zip(records.iter().zip(runs))
         .filter_map(|(seq, (record, json))| {
             let Some(keys) = &record.keys else {
-                return NewRun::parse(seq, json);
+                return IndexedRun::parse(seq, json);
             };
             let buffer = &buffers[record.buffer];
             let text = |range: &Range<usize>| std::str::from_utf8(&buffer[range.clone()]).ok();
-            Some(NewRun {
+            Some(IndexedRun {
                 seq,
                 json: json.clone(),
                 trace_id: Cow::Borrowed(text(&keys.trace_id)?),

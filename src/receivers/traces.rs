@@ -18,12 +18,10 @@ use super::IngestState;
 use super::body::{self, Encoding};
 use super::budget::{Reservation, SharedReservation};
 use super::error::ApiError;
+use super::ingest::{client_key, store};
 use super::otlp::{self, OtlpEncoding};
-use crate::admin::readiness::Latch;
-use crate::buffer::AppendError;
-use crate::config::AuthMode;
+use crate::model::indexed::IndexedRun;
 use crate::model::{self, JsonBody, RunBatch, envelope};
-use crate::query::NewRun;
 
 /// What the body is, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,21 +172,6 @@ async fn decode(
     result
 }
 
-/// The client's key to store with its runs: `None` unless `auth_mode = "passthrough"`.
-pub fn client_key<'h>(
-    state: &IngestState,
-    headers: &'h HeaderMap,
-) -> Result<Option<&'h str>, ApiError> {
-    match state.auth_mode {
-        AuthMode::SidecarKey => Ok(None),
-        AuthMode::Passthrough => super::auth::bearer(headers).map(Some).ok_or_else(|| {
-            ApiError::unauthorized(
-                "auth_mode is passthrough: send the project key as Authorization: Bearer <key>",
-            )
-        }),
-    }
-}
-
 /// Appends a validated Dynamiq batch to the buffer; returns the number of runs.
 async fn ingest_runs(
     state: &IngestState,
@@ -204,7 +187,7 @@ async fn ingest_runs(
         .collect();
     let accepted = payloads.len();
     // The index reuses the validator's fields: nothing is parsed twice.
-    let indexed: Vec<NewRun<'_>> = match &state.query {
+    let indexed: Vec<IndexedRun<'_>> = match &state.observer {
         Some(_) => batch
             .runs
             .iter()
@@ -212,7 +195,7 @@ async fn ingest_runs(
             .zip(0..)
             .filter_map(|((raw, payload), i)| {
                 let json = envelope::decode(payload).ok()?.run;
-                Some(NewRun::from_validated(i, json, raw))
+                Some(IndexedRun::from_validated(i, json, raw))
             })
             .collect(),
         None => Vec::new(),
@@ -238,49 +221,5 @@ fn refuse_unforwardable_runs(batch: &RunBatch<'_>, max_run_bytes: usize) -> Resu
             max_run_bytes,
         )),
         None => Ok(()),
-    }
-}
-
-/// Appends encoded runs to the buffer as one unit; answers once they are durable. Then hands
-/// the trace index (when on) `indexed`: the runs' index fields, read before the append while
-/// the bytes are still in cache, each with its payload's position as `seq`.
-pub async fn store(
-    state: &IngestState,
-    payloads: Vec<Bytes>,
-    mut indexed: Vec<NewRun<'_>>,
-) -> Result<(), ApiError> {
-    let result = state.buffer.append(payloads).await;
-    state
-        .readiness
-        .set(Latch::BufferWritable, state.buffer.is_writable());
-    match result {
-        Ok(appended) => {
-            if let Some(query) = &state.query {
-                query.ingest_appended(appended.first_seq, &mut indexed);
-            }
-            Ok(())
-        }
-        Err(AppendError::Full { retry_after }) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "buffer_full",
-            "the disk buffer is full (buffer.max_bytes reached under when_full = \"block\", or the disk itself is full); retry later",
-        )
-        .with_retry_after(retry_after.as_secs().max(1))),
-        Err(AppendError::TooLarge { size, limit }) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("a run of {size} bytes is larger than buffer.segment_bytes ({limit})"),
-        )),
-        Err(
-            e @ (AppendError::Io(_) | AppendError::Closed | AppendError::SequenceExhausted { .. }),
-        ) => {
-            tracing::error!(error = %e, "buffer append failed; answering 503");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "buffer_unavailable",
-                "the disk buffer cannot store the batch right now; retry later",
-            )
-            .with_retry_after(5))
-        }
     }
 }

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::batch::Item;
-use super::retry::Backoff;
+use crate::sinks::common::retry::Backoff;
 
 /// One held client key.
 struct HeldKey {

@@ -7,8 +7,8 @@ use http::{HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use crate::forward::client::retry_after;
-use crate::forward::retry::MAX_RETRY_AFTER;
+use crate::sinks::common::http::retry_after;
+use crate::sinks::common::retry::MAX_RETRY_AFTER;
 
 /// What the output does with an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

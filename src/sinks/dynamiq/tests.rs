@@ -12,7 +12,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::buffer::Record;
+use std::future::Future;
+
+use crate::buffer::{BufferError, Record};
 use crate::config::Compression;
 
 // ---------------------------------------------------------------------------------------------
@@ -678,7 +680,7 @@ async fn a_422_dead_letters_the_runs_with_the_answer_then_acks() {
         text.contains(&format!(r#""run":{exact}"#)),
         "run stored verbatim: {text}"
     );
-    let summary = deadletter::summarize(h.dl_dir.path()).unwrap();
+    let summary = crate::deadletter::summarize(h.dl_dir.path()).unwrap();
     assert_eq!(summary.runs, 2);
     assert_eq!(summary.by_status.get(&422), Some(&2));
     let h = h.stop().await;

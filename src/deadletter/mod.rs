@@ -45,13 +45,43 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde_json::value::RawValue;
 
-use super::metrics::DeadLetterReason;
 use crate::buffer::Buffer;
 use crate::model::envelope;
 use crate::model::text::truncate;
 use crate::private_fs;
+
+/// Why a run was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// The collector rejected it permanently (4xx).
+    Rejected,
+    /// Larger than one request may be.
+    TooLarge,
+    /// `forward.max_retries` exhausted.
+    GaveUp,
+}
+
+impl DeadLetterReason {
+    /// The `reason` written in dead-letter files and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::TooLarge => "too_large",
+            DeadLetterReason::GaveUp => "gave_up",
+        }
+    }
+}
+
+impl EncodeLabelValue for DeadLetterReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
 
 /// Size at which a dead-letter file is closed and a new one started.
 pub const DEFAULT_ROTATE_BYTES: u64 = 64 * 1024 * 1024;

@@ -13,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+pub use crate::deadletter::DeadLetterReason;
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
@@ -40,34 +42,6 @@ impl EncodeLabelValue for RequestOutcome {
             RequestOutcome::DeadLetter => "dead_letter",
             RequestOutcome::AuthHold => "auth_hold",
         })
-    }
-}
-
-/// Why a run was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeadLetterReason {
-    /// The collector rejected it permanently (4xx).
-    Rejected,
-    /// Larger than one request may be.
-    TooLarge,
-    /// `forward.max_retries` exhausted.
-    GaveUp,
-}
-
-impl DeadLetterReason {
-    /// The `reason` written in dead-letter files and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::Rejected => "rejected",
-            DeadLetterReason::TooLarge => "too_large",
-            DeadLetterReason::GaveUp => "gave_up",
-        }
-    }
-}
-
-impl EncodeLabelValue for DeadLetterReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
     }
 }
 

@@ -15,9 +15,9 @@ use super::classify::{Verdict, classify_grpc, classify_http};
 use super::grpc_codec::{EXPORT_PATH, PreEncoded};
 use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
 use crate::config::{OtlpOutputConfig, OtlpProtocol};
-use crate::forward::client::{build_http_client, read_response, transport};
-use crate::forward::error_chain;
 use crate::secret::redact_url;
+use crate::sinks::common::consumer::error_chain;
+use crate::sinks::common::http::{build_http_client, read_response, transport};
 
 /// The full OTLP/HTTP URL: `endpoint` as is when it has a path, else `endpoint + /v1/traces`.
 pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> {

@@ -46,9 +46,9 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{Reader, Record};
 use crate::config::OtlpOutputConfig;
 use crate::convert::{RunConvertOptions, runs_to_request_bytes};
-use crate::forward::retry::Backoff;
-use crate::forward::{BatchSource, ReadLimits, Stopped, next_records, or_stop};
 use crate::model::envelope;
+use crate::sinks::common::consumer::{BatchSource, ReadLimits, Stopped, next_records, or_stop};
+use crate::sinks::common::retry::Backoff;
 
 /// Name of the OTLP output's consumer cursor in the buffer.
 pub const OTLP_CONSUMER: &str = "otlp";

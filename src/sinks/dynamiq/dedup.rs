@@ -64,15 +64,6 @@ const MAGIC: &[u8; 8] = b"DQSDEDUP";
 const VERSION: u32 = 2;
 /// Header: magic, version, url hash, count.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
-/// Directory, inside the buffer directory, of the forwarder's own state.
-pub const STATE_DIR: &str = "forward-state";
-/// The snapshot's file name inside [`STATE_DIR`].
-pub const SNAPSHOT_FILE: &str = "dedup.snapshot";
-
-/// Where the snapshot lives for a buffer directory.
-pub fn snapshot_path(buffer_path: &Path) -> PathBuf {
-    buffer_path.join(STATE_DIR).join(SNAPSHOT_FILE)
-}
 
 /// Whether `run` was made by the OTLP converter from a foreign span: its JSON starts with
 /// `{"id":"` and a hyphenated lowercase UUID of version 8 (RFC 9562 variant), as the converter
@@ -308,11 +299,11 @@ mod tests {
         // Flushes 1 and 2 of a reused `DynamiqTracingCallbackHandler` (captured from SDK 0.69):
         // the second repeats the first's runs, which must fingerprint the same.
         let first = crate::model::parse_batch(include_bytes!(
-            "../../tests/fixtures/reused-handler-flush-1.json"
+            "../../../tests/fixtures/reused-handler-flush-1.json"
         ))
         .unwrap();
         let second = crate::model::parse_batch(include_bytes!(
-            "../../tests/fixtures/reused-handler-flush-2.json"
+            "../../../tests/fixtures/reused-handler-flush-2.json"
         ))
         .unwrap();
         let seen: std::collections::HashSet<Fingerprint> = first
@@ -334,8 +325,8 @@ mod tests {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use prost::Message as _;
         for pb in [
-            &include_bytes!("../../tests/fixtures/otlp/genai-semconv.pb")[..],
-            &include_bytes!("../../tests/fixtures/otlp/openinference.pb")[..],
+            &include_bytes!("../../../tests/fixtures/otlp/genai-semconv.pb")[..],
+            &include_bytes!("../../../tests/fixtures/otlp/openinference.pb")[..],
         ] {
             let request = ExportTraceServiceRequest::decode(pb).unwrap();
             let converted = crate::convert::convert_request(
@@ -351,7 +342,7 @@ mod tests {
                 );
             }
         }
-        let sdk = include_str!("../../tests/fixtures/reused-handler-flush-4.json");
+        let sdk = include_str!("../../../tests/fixtures/reused-handler-flush-4.json");
         let v: serde_json::Value = serde_json::from_str(sdk).unwrap();
         for run in v["runs"].as_array().unwrap() {
             assert!(!is_converted_span_run(
@@ -440,7 +431,7 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_and_a_damaged_one_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(dir.path());
+        let path = crate::state_dir::dedup_snapshot(dir.path());
         let url = "http://collector:1";
         let mut d = Dedup::new(10);
         for fp in 1..=5u128 {

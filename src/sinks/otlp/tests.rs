@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message;
 
 use super::*;
-use crate::forward::retry::MAX_RETRY_AFTER;
+use crate::sinks::common::retry::MAX_RETRY_AFTER;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 
 fn http(code: u16, headers: &[(&str, &str)], body: &[u8]) -> Verdict {
