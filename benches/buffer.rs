@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use dynamiq_sidecar::buffer::Buffer;
-use dynamiq_sidecar::config::{BufferConfig, FsyncPolicy, WhenFull};
+use dynamiq_sidecar::buffer::config::{BufferConfig, FsyncPolicy, WhenFull};
 use prometheus_client::registry::Registry;
 
 const RECORD: usize = 18 * 1024;

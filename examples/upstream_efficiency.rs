@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use dynamiq_sidecar::app::config::Config;
 use dynamiq_sidecar::app::{EnvSecrets, run_with};
-use dynamiq_sidecar::config::{Compression, Config};
+use dynamiq_sidecar::sinks::dynamiq::config::Compression;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

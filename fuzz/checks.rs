@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use dynamiq_sidecar::buffer::config::BufferConfig;
 use dynamiq_sidecar::buffer::{self, Buffer};
-use dynamiq_sidecar::config::BufferConfig;
 use dynamiq_sidecar::model::{
     JsonBody, JsonBodyKind, classify_json_body, envelope, parse_batch, parse_json_body,
 };

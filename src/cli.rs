@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::filter::Targets;
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::app::config::Config;
+
+use crate::config::ConfigError;
 
 /// Local agent that buffers Dynamiq traces to disk and forwards them reliably to the collector.
 #[derive(Debug, Parser)]
@@ -140,58 +141,4 @@ pub fn load_config(
 /// Loads the config for `run`.
 pub fn load_run_config(args: &RunArgs) -> Result<Config, ConfigError> {
     load_config(&args.config, args.overrides())
-}
-
-/// Sets up logging per `[log]` (`RUST_LOG` wins over `log.level`). Logs go to stderr.
-/// Filters are `target=level` lists (`info`, `dynamiq_sidecar=debug,warn`), read by
-/// `tracing_subscriber`'s `Targets` (no regex engine in the binary).
-pub fn init_logging(config: &Config) {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| parse_log_filter(&v));
-    let filter = from_env
-        .or_else(|| parse_log_filter(&config.log.level))
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry();
-    let result = match config.log.format {
-        LogFormat::Json => registry
-            .with(layer.json().flatten_event(true).with_filter(filter))
-            .try_init(),
-        LogFormat::Text => registry
-            .with(layer.with_ansi(false).with_filter(filter))
-            .try_init(),
-    };
-    if result.is_err() {
-        eprintln!("logging was already initialised");
-    }
-}
-
-/// A log filter (`info`, `dynamiq_sidecar=debug,warn`, ...), `None` when it is not one.
-pub fn parse_log_filter(text: &str) -> Option<Targets> {
-    text.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_log_filter;
-    use tracing::Level;
-
-    #[test]
-    fn log_filters_are_level_and_target_lists() {
-        let f = parse_log_filter("warn,dynamiq_sidecar=debug").unwrap();
-        assert!(f.would_enable("dynamiq_sidecar::sinks::dynamiq", &Level::DEBUG));
-        assert!(!f.would_enable("hyper", &Level::INFO));
-        assert!(
-            parse_log_filter(" info ")
-                .unwrap()
-                .would_enable("x", &Level::INFO)
-        );
-        assert!(parse_log_filter("dynamiq_sidecar=loud").is_none());
-        assert!(parse_log_filter("info,=debug=x").is_none());
-    }
 }

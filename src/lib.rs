@@ -42,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod deadletter;
+pub mod logging;
 pub mod model;
 pub mod private_fs;
 pub mod query;

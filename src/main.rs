@@ -9,9 +9,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dynamiq_sidecar::app::config::Config;
 use dynamiq_sidecar::app::{self, EnvSecrets};
 use dynamiq_sidecar::cli::{self, BufferCommand, Cli, Command};
-use dynamiq_sidecar::config::Config;
 use dynamiq_sidecar::tools::{self, ToolError};
 
 fn main() -> ExitCode {
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };
-            cli::init_logging(&config);
+            dynamiq_sidecar::logging::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

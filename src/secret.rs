@@ -15,7 +15,7 @@
 //! or `check-config`: credentials in it (`https://user:pass@host`) show as `***`.
 //!
 //! Fails: at start, a configured key file that cannot be read or is empty is a
-//! [`ConfigError`] naming `upstream.access_key_file`. No key at all (no file, no environment
+//! [`KeyStartError`] naming `upstream.access_key_file`. No key at all (no file, no environment
 //! variable) is not an error here: the forwarder holds delivery and says so.
 
 use std::borrow::Cow;
@@ -26,10 +26,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, UpstreamConfig};
+/// Environment variable holding the project-scoped access key.
+pub const ACCESS_KEY_ENV: &str = "DYNAMIQ_ACCESS_KEY";
 
 /// The config key named by errors about the key file.
-const KEY_FILE_KEY: &str = "upstream.access_key_file";
+pub const KEY_FILE_KEY: &str = "upstream.access_key_file";
+
+/// Where the access key comes from (`upstream.access_key_file`, `upstream.key_reload_interval`).
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    /// The key file; empty: the key comes from the environment.
+    pub file: String,
+    /// How often the file is checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for KeySource {
+    fn default() -> Self {
+        Self {
+            file: String::new(),
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configured key file that cannot be used at start (the message never holds the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct KeyStartError {
+    /// The config key at fault: [`KEY_FILE_KEY`].
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// A secret string (the access key). `Debug` and `Display` print `[redacted]`; the only way to
 /// the value is [`Secret::expose`], used when building the `Authorization` header.
@@ -119,16 +148,11 @@ impl std::fmt::Debug for KeyProvider {
 impl KeyProvider {
     /// The key from `upstream.access_key_file` when set (which must then be readable and
     /// non-empty), else `env_key` (the app passes `DYNAMIQ_ACCESS_KEY`; empty counts as unset).
-    pub fn from_config(
-        upstream: &UpstreamConfig,
-        env_key: Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let file = (!upstream.access_key_file.trim().is_empty())
-            .then(|| PathBuf::from(upstream.access_key_file.trim()));
+    pub fn from_config(source: &KeySource, env_key: Option<String>) -> Result<Self, KeyStartError> {
+        let file = (!source.file.trim().is_empty()).then(|| PathBuf::from(source.file.trim()));
         let key = match &file {
-            Some(path) => Some(read_key_file(path).map_err(|e| ConfigError {
-                origin: None,
-                key: KEY_FILE_KEY.into(),
+            Some(path) => Some(read_key_file(path).map_err(|e| KeyStartError {
+                key: KEY_FILE_KEY,
                 message: e.to_string(),
             })?),
             None => env_key
@@ -136,7 +160,7 @@ impl KeyProvider {
                 .filter(|k| !k.is_empty())
                 .map(Secret::new),
         };
-        Ok(Self::build(key, file, upstream.key_reload_interval))
+        Ok(Self::build(key, file, source.reload_interval))
     }
 
     /// A provider with a fixed key and no file (tests, tools).
@@ -302,7 +326,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        crate::sinks::common::http::install_crypto_provider();
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut req = client
             .get(format!("http://127.0.0.1:{port}/x"))
@@ -324,11 +348,10 @@ mod tests {
         );
     }
 
-    fn upstream_with_file(path: &Path, interval: Duration) -> UpstreamConfig {
-        UpstreamConfig {
-            access_key_file: path.display().to_string(),
-            key_reload_interval: interval,
-            ..UpstreamConfig::default()
+    fn upstream_with_file(path: &Path, interval: Duration) -> KeySource {
+        KeySource {
+            file: path.display().to_string(),
+            reload_interval: interval,
         }
     }
 
@@ -357,12 +380,11 @@ mod tests {
 
     #[test]
     fn the_environment_key_is_used_when_no_file_is_configured() {
-        let p =
-            KeyProvider::from_config(&UpstreamConfig::default(), Some("env-key\n".into())).unwrap();
+        let p = KeyProvider::from_config(&KeySource::default(), Some("env-key\n".into())).unwrap();
         assert_eq!(p.current().unwrap().expose(), "env-key");
-        let p = KeyProvider::from_config(&UpstreamConfig::default(), Some("  ".into())).unwrap();
+        let p = KeyProvider::from_config(&KeySource::default(), Some("  ".into())).unwrap();
         assert!(p.current().is_none());
-        let p = KeyProvider::from_config(&UpstreamConfig::default(), None).unwrap();
+        let p = KeyProvider::from_config(&KeySource::default(), None).unwrap();
         assert!(p.current().is_none());
     }
 

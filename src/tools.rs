@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::app::DYNAMIQ_CONSUMER;
+use crate::app::config::Config;
 use crate::buffer::{self, Buffer};
-use crate::config::Config;
 use crate::deadletter;
 use crate::model::envelope;
 use crate::state_dir::dead_letter_dir;

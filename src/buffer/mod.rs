@@ -101,6 +101,7 @@
 //! `segment_bytes` (config validation enforces it) so `drop_oldest` can always make room.
 //! The append queue is unbounded: callers bound concurrency (the HTTP layer does).
 
+pub mod config;
 mod cursor;
 mod housekeeper;
 mod inspect;
@@ -138,7 +139,7 @@ use metrics::BufferMetrics;
 use state::{Limits, Shared};
 use writer::{AppendReq, Writer, WriterMsg};
 
-use crate::config::BufferConfig;
+use crate::buffer::config::BufferConfig;
 
 /// Bytes of the header in front of every payload on disk.
 pub const RECORD_HEADER_LEN: usize = record::HEADER_LEN;

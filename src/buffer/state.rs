@@ -20,7 +20,7 @@ use super::io::Fs;
 use super::metrics::{BufferMetrics, DropReason};
 use super::recovery::quarantine;
 use super::segment::{self, SegmentMeta};
-use crate::config::{BufferConfig, FsyncPolicy, WhenFull};
+use crate::buffer::config::{BufferConfig, FsyncPolicy, WhenFull};
 
 /// How long `is_writable()` stays false after a disk error (ENOSPC with nothing to drop, EIO):
 /// the next append after that probes the disk again.

@@ -13,7 +13,7 @@ use super::io::testing::FaultFs;
 use super::metrics::{BufferMetrics, DropLabels};
 use super::record::HEADER_LEN;
 use super::*;
-use crate::config::{BufferConfig, FsyncPolicy, WhenFull};
+use crate::buffer::config::{BufferConfig, FsyncPolicy, WhenFull};
 
 const SEG: u64 = 4096;
 

@@ -33,7 +33,7 @@ use super::record::{HEADER_LEN, HEADER_LEN_U64, Header, MAX_SEQ};
 use super::segment::{self, SegmentMeta};
 use super::state::{Shared, now_ms};
 use super::{AppendError, Appended};
-use crate::config::{FsyncPolicy, WhenFull};
+use crate::buffer::config::{FsyncPolicy, WhenFull};
 
 /// `retry_after` when `max_bytes` is reached under `block`: about the time the forwarder needs
 /// to ship and acknowledge a batch or two.

@@ -5,6 +5,7 @@
 //! what reaches the collector is byte-for-byte what the client sent for each run; a batch is
 //! accepted or rejected whole, with per-field details.
 
+pub mod auth_mode;
 pub mod batch;
 pub mod envelope;
 pub mod indexed;

@@ -21,6 +21,7 @@
 //! - Never authoritative for delivery: the buffer and the forwarder are.
 
 pub mod api;
+pub mod config;
 mod export;
 mod index;
 mod metrics;

@@ -6,7 +6,11 @@
 
 use axum::http::{HeaderMap, header};
 
-use crate::config::{Config, ConfigError, INGEST_TOKEN_ENV};
+use crate::app::config::Config;
+
+use crate::config::ConfigError;
+
+use crate::receivers::config::INGEST_TOKEN_ENV;
 use crate::secret::Secret;
 
 /// The inbound token, when one is required.

@@ -14,7 +14,7 @@ use super::IngestState;
 use super::error::ApiError;
 use crate::admin::readiness::Latch;
 use crate::buffer::AppendError;
-use crate::config::AuthMode;
+use crate::model::auth_mode::AuthMode;
 use crate::model::indexed::IndexedRun;
 
 /// Told about runs once they are durable (the query index implements it). Called on the

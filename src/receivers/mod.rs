@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod config;
 pub mod conn_io;
 pub mod decoded_size;
 pub mod error;
@@ -30,8 +31,8 @@ use axum::routing::post;
 
 use crate::admin::readiness::Readiness;
 use crate::buffer::Buffer;
-use crate::config::AuthMode;
 use crate::convert::SpanConvertOptions;
+use crate::model::auth_mode::AuthMode;
 use auth::InboundAuth;
 use ingest::AppendObserver;
 use metrics::IngestMetrics;

@@ -13,7 +13,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::config::AuthMode;
+use crate::model::auth_mode::AuthMode;
 
 /// Opening of a body.
 pub const OPEN: &[u8] = b"{\"runs\":[";

@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::config::{Compression, UpstreamConfig};
 use crate::secret::{Secret, redact_url};
 use crate::sinks::common::http::{
     ClientError, UpstreamResponse, build_http_client, install_crypto_provider, read_response,
     retry_after, transport,
 };
+use crate::sinks::dynamiq::config::{Compression, UpstreamConfig};
 
 /// Path appended to `upstream.url`.
 pub const TRACES_PATH: &str = "/v1/traces";

@@ -72,6 +72,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod config;
 pub mod dedup;
 pub mod held;
 pub mod metrics;
@@ -92,8 +93,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::readiness::{Latch, Readiness};
 use crate::buffer::{Reader, Record};
-use crate::config::{AuthMode, ForwardConfig, UpstreamConfig};
 use crate::deadletter::{DeadLetter, DeadLetterStore};
+use crate::model::auth_mode::AuthMode;
 use crate::model::envelope;
 use crate::secret::redact_url;
 use crate::secret::{KeyProvider, Secret};
@@ -102,6 +103,7 @@ use crate::sinks::common::consumer::{
 };
 use crate::sinks::common::http::ClientError;
 use crate::sinks::common::retry::Backoff;
+use crate::sinks::dynamiq::config::{ForwardConfig, UpstreamConfig};
 use batch::{Item, Piece};
 use client::{Outcome, UpstreamClient};
 use dedup::Dedup;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::ForwardConfig;
+use crate::sinks::dynamiq::config::ForwardConfig;
 
 /// A rate-limit setting that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::*;
 use std::future::Future;
 
 use crate::buffer::{BufferError, Record};
-use crate::config::Compression;
+use crate::sinks::dynamiq::config::Compression;
 
 // ---------------------------------------------------------------------------------------------
 // In-memory batch source

@@ -1,20 +1,18 @@
 //! The connection to the OTLP backend: the `http/protobuf` URL and client with its headers, or
 //! the gRPC channel with its metadata. Both send the request as already-encoded protobuf bytes.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, header};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::classify::{Verdict, classify_grpc, classify_http};
+use super::config::{OtlpOutputConfig, OtlpProtocol, OtlpTarget};
 use super::grpc_codec::{EXPORT_PATH, PreEncoded};
 use super::{CONNECT_TIMEOUT, OtlpOutputError, TRACES_PATH};
-use crate::config::{OtlpOutputConfig, OtlpProtocol};
 use crate::secret::redact_url;
 use crate::sinks::common::consumer::error_chain;
 use crate::sinks::common::http::{build_http_client, read_response, transport};
@@ -28,18 +26,6 @@ pub fn http_traces_url(endpoint: &str) -> Result<reqwest::Url, OtlpOutputError> 
         return reqwest::Url::parse(&joined).map_err(bad);
     }
     Ok(url)
-}
-
-/// Reads `outputs.otlp.ca_file`: the PEM certificates it holds (at least one).
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(certificates)
 }
 
 /// The TLS connector of a gRPC channel to an `https://` endpoint: rustls with the platform's
@@ -86,20 +72,13 @@ pub(super) enum Client {
 
 impl Client {
     pub(super) fn new(config: &OtlpOutputConfig) -> Result<Self, OtlpOutputError> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers.0 {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| OtlpOutputError::Config(format!("header name {name:?}")))?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                OtlpOutputError::Config(format!("the value of header {name:?} is not valid"))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let extra_roots = match &config.ca_file {
-            Some(path) => read_ca_file(path).map_err(OtlpOutputError::Config)?,
-            None => Vec::new(),
-        };
+        let OtlpTarget {
+            endpoint: url,
+            mut headers,
+            extra_roots,
+        } = config
+            .resolve()
+            .map_err(|(key, message)| OtlpOutputError::Config(format!("{key}: {message}")))?;
         match config.protocol {
             OtlpProtocol::HttpProtobuf => {
                 let url = http_traces_url(&config.endpoint)?;
@@ -117,12 +96,6 @@ impl Client {
                 Ok(Client::Http { http, url, headers })
             }
             OtlpProtocol::Grpc => {
-                let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
-                    OtlpOutputError::Config(format!(
-                        "endpoint {:?}: {e}",
-                        redact_url(&config.endpoint)
-                    ))
-                })?;
                 let origin = url.origin().ascii_serialization();
                 let endpoint = tonic::transport::Endpoint::from_shared(origin.clone())
                     .map_err(|e| OtlpOutputError::Config(format!("endpoint {origin:?}: {e}")))?

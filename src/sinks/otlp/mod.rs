@@ -44,11 +44,11 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Reader, Record};
-use crate::config::OtlpOutputConfig;
 use crate::convert::{RunConvertOptions, runs_to_request_bytes};
 use crate::model::envelope;
 use crate::sinks::common::consumer::{BatchSource, ReadLimits, Stopped, next_records, or_stop};
 use crate::sinks::common::retry::Backoff;
+use crate::sinks::otlp::config::OtlpOutputConfig;
 
 /// Name of the OTLP output's consumer cursor in the buffer.
 pub const OTLP_CONSUMER: &str = "otlp";
@@ -78,6 +78,7 @@ pub enum OtlpOutputError {
 
 mod classify;
 mod client;
+pub mod config;
 mod grpc_codec;
 mod metrics;
 #[cfg(test)]
@@ -85,7 +86,8 @@ mod tests;
 
 pub use classify::{Verdict, classify_grpc, classify_http};
 use client::Client;
-pub use client::{http_traces_url, read_ca_file};
+pub use client::http_traces_url;
+pub use config::read_ca_file;
 pub use grpc_codec::{EXPORT_PATH, PreEncoded};
 pub use metrics::{DropReason, OtlpOutputMetrics, ReasonLabels};
 

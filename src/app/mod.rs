@@ -11,6 +11,8 @@
 //! `shutdown.drain_timeout` → stop them (whatever is left
 //! stays on disk, delivered after the next start) → flush and close the buffer.
 
+pub mod config;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::readiness::{Latch, Readiness};
 use crate::admin::{self, AdminState};
+use crate::app::config::Config;
 use crate::buffer::{Buffer, BufferError};
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::convert::SpanConvertOptions;
 use crate::deadletter::{DeadLetterError, DeadLetterStore};
 use crate::query::api::{Passthrough, QueryState};
@@ -87,10 +90,10 @@ impl EnvSecrets {
     /// Reads both from the process environment.
     pub fn from_env() -> Self {
         Self {
-            access_key: std::env::var(crate::config::ACCESS_KEY_ENV)
+            access_key: std::env::var(crate::secret::ACCESS_KEY_ENV)
                 .ok()
                 .filter(|k| !k.trim().is_empty()),
-            ingest_token: std::env::var(crate::config::INGEST_TOKEN_ENV).ok(),
+            ingest_token: std::env::var(crate::receivers::config::INGEST_TOKEN_ENV).ok(),
         }
     }
 }
@@ -150,7 +153,12 @@ pub async fn run_with(
     let mut registry = Registry::default();
     let readiness = Readiness::default();
 
-    let key = KeyProvider::from_config(&config.upstream, secrets.access_key.clone())?;
+    let key = KeyProvider::from_config(&config.upstream.key_source(), secrets.access_key.clone())
+        .map_err(|e| ConfigError {
+        origin: None,
+        key: e.key.into(),
+        message: e.message,
+    })?;
     let inbound = InboundAuth::load(&config, secrets.ingest_token.clone())?;
     if config.is_exposed() && !inbound.is_required() {
         tracing::warn!(
