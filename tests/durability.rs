@@ -1,4 +1,4 @@
-//! Durability (CONTRACT §5): restarts, SIGTERM drains, corrupted segments and both full-buffer
+//! Durability (docs/http-contract.md §6): restarts, SIGTERM drains, corrupted segments and both full-buffer
 //! policies, with the real binary and a mock collector on loopback. (`kill -9` under load is
 //! `tests/reliability.rs::kill_9_loop_under_load_loses_nothing`.)
 

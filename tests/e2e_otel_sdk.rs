@@ -1,7 +1,7 @@
 //! End to end: the REAL OpenTelemetry Python SDK (`opentelemetry-sdk` and the OTLP exporters,
 //! pinned in `scripts/e2e/constraints.txt`) exports GenAI-shaped traces to the sidecar over
 //! OTLP/HTTP protobuf, OTLP/HTTP JSON and OTLP/gRPC; the sidecar converts every span to a Dynamiq
-//! run (`/work/shared/spec/CONVERSION.md`, "Span → run") and forwards them to a mock collector.
+//! run (`docs/run-span-mapping.md` §5) and forwards them to a mock collector.
 //!
 //! Per protocol: a `MockCollector`, a `Sidecar` with a random key, and
 //! `scripts/e2e/otel_export.py --iterations 3`, which makes per iteration the tree
@@ -107,7 +107,7 @@ fn hyphenated(trace_hex: &str) -> String {
         .to_string()
 }
 
-/// The run id CONVERSION.md gives a foreign span: a UUIDv8 packing the 64-bit span id S and
+/// The run id docs/run-span-mapping.md §2 gives a foreign span: a UUIDv8 packing the 64-bit span id S and
 /// H = the top 58 bits of `sha256("dynamiq-otel-v1" ‖ trace id bytes)`: bits 127..80 = S >> 16,
 /// version 8, bits 75..64 = (S >> 4) & 0xFFF, variant 0b10, bits 61..0 = ((S & 0xF) << 58) | H.
 /// Written from the spec, independently of `src/convert/ids.rs`.

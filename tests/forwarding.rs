@@ -1,4 +1,4 @@
-//! Upstream outcome table (CONTRACT §4): every collector answer drives the documented action.
+//! Upstream outcome table (docs/http-contract.md §7): every collector answer drives the documented action.
 //! The real binary forwards to a scripted mock collector on loopback.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Ingest contract (CONTRACT §2): the real binary on a loopback port, a mock collector behind it.
+//! Ingest contract (docs/http-contract.md §3): the real binary on a loopback port, a mock collector behind it.
 //! Every bad input gets a clear JSON 4xx, stores nothing, and leaves the sidecar serving others.
 
 mod support;

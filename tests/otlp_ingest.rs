@@ -1,4 +1,4 @@
-//! OTLP ingest (CONTRACT §3): the real binary takes OTLP/HTTP (protobuf and JSON, gzip) on
+//! OTLP ingest (docs/http-contract.md §4–5): the real binary takes OTLP/HTTP (protobuf and JSON, gzip) on
 //! `POST /v1/traces` and OTLP/gRPC on its gRPC port, converts spans to runs and forwards them to
 //! a mock collector. Invalid spans get a partial success; bad bodies a clear error in the
 //! request's own encoding; nothing else is lost.

@@ -1,4 +1,4 @@
-//! OTLP output (CONTRACT §8): every run is also exported as an OTLP span from the same disk
+//! OTLP output (docs/http-contract.md §11): every run is also exported as an OTLP span from the same disk
 //! buffer through its own cursor. A second sidecar (B) plays the OTLP backend: it converts the
 //! spans back into runs and forwards them to its own mock collector, so the round trip is
 //! checked end to end (run → span → run is exact).

@@ -1,4 +1,4 @@
-//! Local trace index and query API (CONTRACT §6): listing with filters, sort and pagination,
+//! Local trace index and query API (docs/http-contract.md §8–9): listing with filters, sort and pagination,
 //! one trace's run tree, export, delivery state, parameter errors, and the `/api/*`
 //! passthrough that only ever reaches `query.upstream_url` with the sidecar's key.
 //! The real binary, a mock collector on loopback (also used as the "API" upstream).

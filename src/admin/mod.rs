@@ -1,5 +1,5 @@
 //! Operations surface: readiness latches, the Prometheus registry, and the `/healthz`,
-//! `/readyz` and `/metrics` handlers (CONTRACT §7).
+//! `/readyz` and `/metrics` handlers (docs/http-contract.md §10).
 //!
 //! Guarantees: `/healthz` answers while the process runs; `/readyz` is 200 only when every
 //! latch is ready (buffer writable, upstream accepting the key) and names the failing ones

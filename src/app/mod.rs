@@ -159,7 +159,7 @@ pub async fn run_with(
         key: e.key.into(),
         message: e.message,
     })?;
-    let inbound = InboundAuth::load(&config, secrets.ingest_token.clone())?;
+    let inbound = InboundAuth::load(&config.ingest, secrets.ingest_token.clone())?;
     if config.is_exposed() && !inbound.is_required() {
         tracing::warn!(
             "listening beyond loopback without an inbound token (ingest.allow_unauthenticated = true)"

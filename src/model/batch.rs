@@ -1,6 +1,6 @@
 //! Parsing and validation of a Dynamiq run batch (`{"runs": [...]}`) without rebuilding it.
 //!
-//! Owns: the collector's validation rules (CONTRACT §2). Guarantees:
+//! Owns: the collector's validation rules (docs/http-contract.md §3). Guarantees:
 //! - Each accepted run is kept as the exact bytes the client sent ([`RawRun::json`]), so unknown
 //!   fields, key order, big integers and float spellings reach the collector unchanged.
 //! - Only the fields the sidecar needs are read, borrowed from the body (no tree is built, no
@@ -217,7 +217,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RunsField<'a> {
     }
 }
 
-/// What a JSON body posted to `/v1/traces` is, told by its top-level key (CONTRACT §2).
+/// What a JSON body posted to `/v1/traces` is, told by its top-level key (docs/http-contract.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonBodyKind {
     /// `{"runs": ...}`: a Dynamiq batch.

@@ -1,7 +1,7 @@
 //! The run model: a Dynamiq batch is kept as the bytes the client sent; only the fields the
 //! sidecar needs (ids, type, status, times) are read, borrowed from the body.
 //!
-//! Owns: validation (CONTRACT §2) and the envelope each buffered record carries. Guarantees:
+//! Owns: validation (docs/http-contract.md §3) and the envelope each buffered record carries. Guarantees:
 //! what reaches the collector is byte-for-byte what the client sent for each run; a batch is
 //! accepted or rejected whole, with per-field details.
 
@@ -10,6 +10,7 @@ pub mod batch;
 pub mod envelope;
 pub mod indexed;
 pub mod json_scan;
+pub mod otlp;
 pub mod text;
 pub mod time;
 

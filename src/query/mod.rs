@@ -1,4 +1,4 @@
-//! The local trace index and query API (CONTRACT §6).
+//! The local trace index and query API (docs/http-contract.md §8–9).
 //!
 //! Owns: the trace index ([`QueryIndex`], in [`index`]), fed by the receivers after each
 //! durable append and told by the forwarder, by buffer sequence number, which runs were

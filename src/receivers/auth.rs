@@ -6,9 +6,8 @@
 
 use axum::http::{HeaderMap, header};
 
-use crate::app::config::Config;
-
 use crate::config::ConfigError;
+use crate::receivers::config::IngestConfig;
 
 use crate::receivers::config::INGEST_TOKEN_ENV;
 use crate::secret::Secret;
@@ -22,7 +21,7 @@ pub struct InboundAuth {
 impl InboundAuth {
     /// Loads the token from `DYNAMIQ_SIDECAR_INGEST_AUTH_TOKEN` (passed in as `env_token`) or
     /// from `ingest.auth_token_file`.
-    pub fn load(config: &Config, env_token: Option<String>) -> Result<Self, ConfigError> {
+    pub fn load(ingest: &IngestConfig, env_token: Option<String>) -> Result<Self, ConfigError> {
         if let Some(t) = env_token
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
@@ -31,7 +30,7 @@ impl InboundAuth {
                 token: Some(Secret::new(t)),
             });
         }
-        let path = &config.ingest.auth_token_file;
+        let path = &ingest.auth_token_file;
         if path.is_empty() {
             return Ok(Self::default());
         }

@@ -31,7 +31,7 @@ use super::IngestState;
 use super::budget::SharedReservation;
 use super::error::ApiError;
 use super::otlp::{self, OtlpEncoding};
-use crate::sinks::otlp::EXPORT_PATH;
+use crate::model::otlp::GRPC_EXPORT_PATH as EXPORT_PATH;
 
 fn status_of(error: &ApiError) -> Status {
     Status::new(otlp::grpc_code(error.status), error.message.clone())

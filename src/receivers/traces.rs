@@ -1,5 +1,5 @@
 //! `POST /v1/traces`: one path for Dynamiq run batches and OTLP/HTTP, told apart by
-//! `Content-Type` and, for JSON, by the top-level key (CONTRACT §2–3).
+//! `Content-Type` and, for JSON, by the top-level key (docs/http-contract.md §3–4).
 //!
 //! Guarantees: `200 {"message":"ok","accepted":N}` is sent only after every run of the batch
 //! is in the disk buffer (written, and fsynced under `fsync = "always"`); a batch is stored

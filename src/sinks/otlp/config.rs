@@ -61,7 +61,7 @@ impl Serialize for OtlpHeaders {
     }
 }
 
-/// `[outputs.otlp]`: the OTLP output (CONTRACT §8).
+/// `[outputs.otlp]`: the OTLP output (docs/http-contract.md §11).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpOutputConfig {

@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The `TraceService/Export` method path.
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const EXPORT_PATH: &str = crate::model::otlp::GRPC_EXPORT_PATH;
 
 /// Pre-encoded request out, prost-decoded response in.
 #[derive(Debug, Default, Clone, Copy)]
