@@ -30,9 +30,10 @@ fn runs_of(request: &ExportTraceServiceRequest) -> Vec<Value> {
     runs
 }
 
-/// The index fields the converter hands over ([`super::RunKeys`]) are what the trace index
-/// would read back from each run's JSON; records are `prefix ‖ run`, back to back, and hold the
-/// same runs as [`convert_request`]. Returns how many runs came with their fields.
+/// The index fields the converter hands over ([`super::RunKeys`]) are what reading each run's
+/// JSON back gives (the collector's validator, [`crate::model::parse_batch`], whose fields the
+/// trace index keeps); records are `prefix ‖ run`, back to back, and hold the same runs as
+/// [`convert_request`]. Returns how many runs came with their fields.
 fn assert_records_match(request: &ExportTraceServiceRequest) -> usize {
     const PREFIX: &[u8] = b"\x01\x01\x00\x00";
     let converted = convert_request_to_records(request, &SpanConvertOptions::default(), PREFIX);
@@ -52,15 +53,17 @@ fn assert_records_match(request: &ExportTraceServiceRequest) -> usize {
         );
         if let Some(keys) = &record.keys {
             with_keys += 1;
-            let json = bytes::Bytes::copy_from_slice(run);
-            let parsed =
-                crate::model::indexed::IndexedRun::parse(0, &json).expect("string id and trace_id");
+            // The run as the collector's validator reads it: the fields the trace index keeps.
+            let body = [b"{\"runs\":[", run.as_slice(), b"]}"].concat();
+            let batch = crate::model::parse_batch(&body).expect("a converted run is valid");
+            let parsed = &batch.runs[0];
+            let ns = |t: ::time::OffsetDateTime| u64::try_from(t.unix_timestamp_nanos()).ok();
             assert_eq!(&bytes[keys.trace_id.clone()], parsed.trace_id.as_bytes());
             assert_eq!(&bytes[keys.id.clone()], parsed.id.as_bytes());
-            assert_eq!(keys.is_root, parsed.is_root);
+            assert_eq!(keys.is_root, parsed.parent_run_id.is_none());
             assert_eq!(keys.status, parsed.status);
-            assert_eq!(Some(keys.start_ns), parsed.start_ns);
-            assert_eq!(keys.end_ns, parsed.end_ns);
+            assert_eq!(Some(keys.start_ns), ns(parsed.start_time));
+            assert_eq!(keys.end_ns, parsed.end_time.and_then(ns));
         }
         ends[record.buffer] = record.range.end;
     }
