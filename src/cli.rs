@@ -28,7 +28,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the configuration and print the effective values (secrets are never printed).
     CheckConfig(ConfigArgs),
-    /// Offline tools for the disk buffer (run them while the sidecar is stopped).
+    /// Tools for the disk buffer (`inspect` and `export` only read and are safe beside a running
+    /// sidecar; `replay-dead-letters` needs it stopped).
     Buffer {
         /// Which tool.
         #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! Stateless, deterministic id mapping between Dynamiq runs and OTLP spans (CONVERSION.md, "Ids").
+//! Stateless, deterministic id mapping between Dynamiq runs and OTLP spans (docs/run-span-mapping.md §2).
 //!
 //! Guarantees: the same input always maps to the same id; a foreign span id survives
 //! span → run → span exactly (the run id is a reversible UUIDv8 bound to its trace); no mapping

@@ -1,4 +1,4 @@
-//! Conversion between the Dynamiq run tree and the OTLP span model (`shared/spec/CONVERSION.md`).
+//! Conversion between the Dynamiq run tree and the OTLP span model (`docs/run-span-mapping.md`).
 //!
 //! Owns the id mapping ([`ids`]), the attribute conventions ([`semconv`]), timestamps
 //! ([`time`]), the span → run direction ([`spans_to_runs`]) and the run → span direction
@@ -8,7 +8,7 @@
 //!
 //! Guarantees: conversion is pure and stateless (no clocks, no randomness, no lookups), so a
 //! re-sent span maps to the same run every time; it never panics on any decoded input; every run
-//! it produces is valid under CONTRACT §2.
+//! it produces is valid under docs/http-contract.md §3.
 
 pub mod attr_sink;
 pub mod files;

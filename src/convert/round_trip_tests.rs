@@ -1,4 +1,4 @@
-//! The round-trip promises of CONVERSION.md, checked on the real fixtures and on generated
+//! The round-trip promises of docs/run-span-mapping.md §9, checked on the real fixtures and on generated
 //! runs: run → span → run is JSON-equal; foreign span → run → span restores the span.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -134,7 +134,7 @@ pub fn openinference_kind(oi_kind: Option<&str>, operation: Option<&str>) -> &'s
     }
 }
 
-/// The Dynamiq node group of an OpenInference kind (the kinds table of CONVERSION.md, reversed).
+/// The Dynamiq node group of an OpenInference kind (the kinds table of docs/run-span-mapping.md §4, reversed).
 pub fn node_group(kind: &str) -> &'static str {
     match kind {
         "LLM" => "llms",

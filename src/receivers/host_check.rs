@@ -9,7 +9,7 @@
 //! rebound), `localhost` or a `*.localhost` name (browsers resolve those to loopback
 //! themselves), or matches `ingest.allowed_hosts`; anything else gets `421` with a JSON error,
 //! on every endpoint except `/healthz` (liveness probes name whatever they like), counted in
-//! `dynamiq_sidecar_http_requests_refused_total{reason="host"}`. No endpoint sends CORS
+//! `dynamiq_sidecar_http_requests_refused_host_total`. No endpoint sends CORS
 //! headers, so no other origin is ever allowed to read an answer either.
 
 use std::net::IpAddr;

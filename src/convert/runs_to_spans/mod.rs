@@ -1,4 +1,4 @@
-//! Dynamiq runs → OTLP spans (CONVERSION.md, "Run → span"): reading a run, deriving its span's
+//! Dynamiq runs → OTLP spans (docs/run-span-mapping.md §7): reading a run, deriving its span's
 //! attributes into an [`AttrSink`](crate::convert::attr_sink::AttrSink), and the struct path
 //! ([`runs_to_request`]) that `dynamiq-sidecar convert` uses and that tests hold the OTLP
 //! output's direct protobuf path ([`super::runs_to_bytes`], same derivation) to.

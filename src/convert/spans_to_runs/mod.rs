@@ -1,6 +1,6 @@
-//! OTLP spans → Dynamiq runs (CONVERSION.md, "Span → run").
+//! OTLP spans → Dynamiq runs (docs/run-span-mapping.md §5).
 //!
-//! Owns the request: every span is checked (`validate.rs`: CONTRACT §3 ids and times, value
+//! Owns the request: every span is checked (`validate.rs`: the ids and times of docs/run-span-mapping.md §8, value
 //! nesting) and becomes one run's JSON bytes, the runs of a trace back to back in one buffer.
 //! A span carrying Dynamiq's carriers becomes the exact run it was made from (`restore.rs`, the
 //! reverse of `runs_to_spans/carriers.rs`); any other span is mapped from its attributes

@@ -1,6 +1,6 @@
 //! Span validation: what a span must be for a run to be made from it.
 //!
-//! Owns CONTRACT §3 (a 16-byte trace id and an 8-byte span id, neither all zeros; a parent id
+//! Owns the span checks of docs/run-span-mapping.md §8 (a 16-byte trace id and an 8-byte span id, neither all zeros; a parent id
 //! empty or 8 bytes, all zeros meaning none; an end not before the start) and the nesting bound
 //! on attribute values (of the span, its events and links, its resource and scope).
 //!
