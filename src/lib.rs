@@ -4,36 +4,39 @@
 //! retries (and, optionally, to an OTLP backend as spans).
 //!
 //! # Layout
-//! The modules follow the pipeline, left to right:
+//! The modules follow the pipeline, left to right (ARCHITECTURE.md has the picture, the layer
+//! rules `tests/layers.rs` enforces, the tasks and threads, and the state directory):
 //!
 //! ```text
-//!  receivers ──► model / convert ──► buffer ──► forward ──► collector
+//!  receivers ──► model / convert ──► buffer ──► sinks::dynamiq ──► collector
 //!  (HTTP, gRPC)  (validate,          (segmented  (batch, dedup, rate-limit,
-//!                 spans → runs,       disk log)   retry, dead-letter)
-//!                 envelope)               └─────► outputs::otlp ──► OTLP backend (runs → spans)
+//!                 spans → runs,       disk log)   retry, split, dead-letter, hold)
+//!                 envelope)               └─────► sinks::otlp ──► OTLP backend (runs → spans)
 //!       query (trace index, /v1/traces, /api/*) · admin (/healthz /readyz /metrics)
-//!       config · secret · app · cli
+//!       below: config · secret · logging · state_dir · state_file · private_fs
+//!       above: app · cli · tools
 //! ```
 //!
-//! - [`config`]: file + env + CLI → one validated `Config`; errors name the key.
+//! - [`receivers`]: the HTTP listener (`POST /v1/traces`: Dynamiq runs and OTLP/HTTP), the
+//!   OTLP/gRPC listener, and the ingest step they share (durable append, then observers).
 //! - [`model`]: the run batch as raw bytes plus the few fields read from it; validation; the
 //!   envelope each buffered record carries.
-//! - [`receivers`]: the HTTP listener (`POST /v1/traces`: Dynamiq runs and OTLP/HTTP) and the
-//!   OTLP/gRPC listener.
 //! - [`convert`]: spans ⇄ runs (deterministic ids, GenAI/OpenInference conventions, exact
 //!   round trips) and the `convert` command's file formats.
 //! - [`buffer`]: the durable, bounded, checksummed disk log with per-consumer cursors.
-//! - [`forward`]: the collector client: batching, governor rate limits, backoff with full
-//!   jitter, `Retry-After`, dead-letter store.
-//! - [`outputs`]: the optional OTLP output (every run also exported as an OTLP span, from the
-//!   same buffer with its own cursor).
-//! - [`secret`]: the access key (redacted everywhere) and its file watcher.
+//! - [`sinks`]: where buffered runs go: [`sinks::dynamiq`] (the collector), [`sinks::otlp`]
+//!   (an OTLP backend), on the toolkit they share ([`sinks::common`]).
+//! - [`deadletter`]: runs the collector refused for good, on disk, bounded; summary and replay.
+//! - [`query`]: the trace index, the query API and the `/api/*` passthrough.
 //! - [`admin`]: readiness latches and the metrics registry.
-//! - [`app`]: builds the pipeline, owns the tasks, shuts down in order.
-//! - [`query`]: the in-memory trace index, the query API and the `/api/*` passthrough.
-//! - [`cli`], [`tools`]: the command line and the offline buffer tools; [`state_file`]: small
-//!   checksummed state files written atomically; [`private_fs`]: everything under
-//!   `buffer.path` is created 0600/0700, and a loose buffer directory is tightened.
+//! - [`config`]: the configuration machinery (errors name the key and line); each component
+//!   keeps its section beside it and [`app::config`] assembles them.
+//! - [`secret`]: the access key (redacted everywhere) and its file watcher; [`logging`]: the
+//!   `[log]` section and the subscriber.
+//! - [`state_dir`]: the layout of `buffer.path`; [`state_file`]: small checksummed state files
+//!   written atomically; [`private_fs`]: everything under `buffer.path` is 0600/0700.
+//! - [`app`]: builds the pipeline, owns the tasks, shuts down in order; [`cli`], [`tools`]: the
+//!   command line and the offline buffer tools.
 
 pub mod admin;
 pub mod app;

@@ -13,8 +13,8 @@
 //!  cursor-dynamiq                acknowledgement cursor of consumer "dynamiq" (20 bytes)
 //!  cursor-otlp.tmp               transient: a cursor being replaced (deleted at start-up)
 //!  corrupt/<seg>-<offset>.bin    copies of corrupt regions found (forensics; never read)
-//!  dead-letter/ forward-state/ query-state/   kept here by forward::deadletter, forward::dedup
-//!                                and query::snapshot (same modes)
+//!  dead-letter/ forward-state/ query-state/   the other owners' state (see crate::state_dir,
+//!                                which names every entry; same modes)
 //! ```
 //!
 //! Record (see `record.rs`; 32-byte header, little-endian):

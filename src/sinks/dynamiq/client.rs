@@ -8,7 +8,7 @@
 //!
 //! Guarantees: the `Authorization` header is marked sensitive (never printed by the HTTP stack's
 //! debug output) and the key never appears in an error, nor do credentials in the URL; redirects are not followed (a redirected
-//! POST would silently become a GET); a response body is read only up to [`MAX_RESPONSE_BODY`].
+//! POST would silently become a GET); a response body is read only up to [`MAX_RESPONSE_BODY`](crate::sinks::common::http::MAX_RESPONSE_BODY).
 //!
 //! Fails: [`ClientError::Build`] when the client cannot be built (bad TLS setup),
 //! [`ClientError::InvalidKey`] when the key cannot be put in a header, and
@@ -163,7 +163,7 @@ impl UpstreamClient {
     }
 
     /// POSTs one body (see [`prepare`](Self::prepare)) with `Authorization: Bearer <key>`; reads
-    /// at most [`MAX_RESPONSE_BODY`] of the answer.
+    /// at most [`MAX_RESPONSE_BODY`](crate::sinks::common::http::MAX_RESPONSE_BODY) of the answer.
     pub async fn send(
         &self,
         body: &WireBody,
