@@ -94,6 +94,7 @@ async fn start(compression: Compression) -> Setup {
     let secrets = EnvSecrets {
         access_key: Some("sk-bench".into()),
         ingest_token: None,
+        api_token: None,
     };
     let token = shutdown.clone();
     let task = tokio::spawn(async move {

@@ -28,13 +28,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Environment variable holding the project-scoped access key.
 pub const ACCESS_KEY_ENV: &str = "DYNAMIQ_ACCESS_KEY";
+/// Environment variable holding a separate token for the `/api/*` passthrough.
+pub const API_TOKEN_ENV: &str = "DYNAMIQ_API_TOKEN";
 
 /// The config key named by errors about the key file.
 pub const KEY_FILE_KEY: &str = "upstream.access_key_file";
 
-/// Where the access key comes from (`upstream.access_key_file`, `upstream.key_reload_interval`).
+/// Where a key comes from: a file (re-read when it changes), else an environment variable.
 #[derive(Debug, Clone)]
 pub struct KeySource {
+    /// The config key that names the file, for errors (`upstream.access_key_file`).
+    pub config_key: &'static str,
     /// The key file; empty: the key comes from the environment.
     pub file: String,
     /// How often the file is checked for changes.
@@ -44,6 +48,7 @@ pub struct KeySource {
 impl Default for KeySource {
     fn default() -> Self {
         Self {
+            config_key: KEY_FILE_KEY,
             file: String::new(),
             reload_interval: Duration::from_secs(5),
         }
@@ -54,7 +59,7 @@ impl Default for KeySource {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct KeyStartError {
-    /// The config key at fault: [`KEY_FILE_KEY`].
+    /// The config key at fault (e.g. [`KEY_FILE_KEY`]).
     pub key: &'static str,
     /// What is wrong.
     pub message: String,
@@ -127,6 +132,8 @@ struct Inner {
     key: RwLock<Option<Secret>>,
     version: watch::Sender<u64>,
     file: Option<PathBuf>,
+    /// The config key naming `file`, for the reloader's log lines.
+    config_key: &'static str,
     reload_interval: Duration,
 }
 
@@ -152,7 +159,7 @@ impl KeyProvider {
         let file = (!source.file.trim().is_empty()).then(|| PathBuf::from(source.file.trim()));
         let key = match &file {
             Some(path) => Some(read_key_file(path).map_err(|e| KeyStartError {
-                key: KEY_FILE_KEY,
+                key: source.config_key,
                 message: e.to_string(),
             })?),
             None => env_key
@@ -160,21 +167,32 @@ impl KeyProvider {
                 .filter(|k| !k.is_empty())
                 .map(Secret::new),
         };
-        Ok(Self::build(key, file, source.reload_interval))
+        Ok(Self::build(
+            key,
+            file,
+            source.config_key,
+            source.reload_interval,
+        ))
     }
 
     /// A provider with a fixed key and no file (tests, tools).
     pub fn fixed(key: Option<Secret>) -> Self {
-        Self::build(key, None, Duration::from_secs(5))
+        Self::build(key, None, KEY_FILE_KEY, Duration::from_secs(5))
     }
 
-    fn build(key: Option<Secret>, file: Option<PathBuf>, reload_interval: Duration) -> Self {
+    fn build(
+        key: Option<Secret>,
+        file: Option<PathBuf>,
+        config_key: &'static str,
+        reload_interval: Duration,
+    ) -> Self {
         let (version, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
                 key: RwLock::new(key),
                 version,
                 file,
+                config_key,
                 reload_interval: reload_interval.max(Duration::from_millis(10)),
             }),
         }
@@ -245,16 +263,16 @@ impl KeyProvider {
         match read {
             Ok(key) => {
                 if *warned {
-                    tracing::info!(key = KEY_FILE_KEY, "access key file is readable again");
+                    tracing::info!(key = self.inner.config_key, "key file is readable again");
                     *warned = false;
                 }
                 if self.set(Some(key)) {
-                    tracing::info!(key = KEY_FILE_KEY, "access key reloaded");
+                    tracing::info!(key = self.inner.config_key, "key reloaded from its file");
                 }
             }
             Err(e) => {
                 if !*warned {
-                    tracing::warn!(key = KEY_FILE_KEY, error = %e, "cannot reload the access key; keeping the last good key");
+                    tracing::warn!(key = self.inner.config_key, error = %e, "cannot reload the key file; keeping the last good key");
                     *warned = true;
                 }
             }
@@ -352,6 +370,7 @@ mod tests {
         KeySource {
             file: path.display().to_string(),
             reload_interval: interval,
+            ..KeySource::default()
         }
     }
 

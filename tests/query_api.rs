@@ -242,10 +242,8 @@ fn passthrough_forwards_get_with_the_sidecar_key_to_the_configured_host_only() {
     let requests = api.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].method, "GET");
-    assert_eq!(
-        requests[0].path,
-        "/api/v1/projects/p1/traces?limit=5&q=a%20b"
-    );
+    // The Dynamiq API has no `/api` prefix: `/api/<rest>` goes to `<upstream_url>/<rest>`.
+    assert_eq!(requests[0].path, "/v1/projects/p1/traces?limit=5&q=a%20b");
     assert_eq!(
         requests[0].authorization(),
         Some(format!("Bearer {KEY}").as_str())
@@ -278,6 +276,152 @@ fn passthrough_forwards_get_with_the_sidecar_key_to_the_configured_host_only() {
     let r = sidecar.request("GET", "/api/v1/x", &[], b"");
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
+}
+
+/// A stand-in for the Dynamiq API: it serves `GET /v1/...` only (as `api.getdynamiq.ai` does),
+/// answering with the path and the credential it saw.
+fn dynamiq_api() -> MockCollector {
+    let api = MockCollector::start();
+    api.set_api_responder(|request| {
+        let path = request.path.split('?').next().unwrap_or("");
+        let under = |prefix: &str| path.starts_with(prefix);
+        (request.method == "GET" && (under("/v1/") || under("/prefix/v1/"))).then(|| {
+            MockResponse::ok()
+                .with_header("content-type", "application/json")
+                .with_body(&json!({"path": path}).to_string())
+        })
+    });
+    api
+}
+
+/// Scenario: a user asks the sidecar for `GET /api/v1/me`, as the README says. Guarantees: it
+/// reaches the real API's `/v1/me` (no `/api` prefix upstream), with the upstream URL's own path
+/// kept as a prefix, and the answer comes back as the API gave it.
+#[test]
+fn passthrough_reaches_the_dynamiq_api_paths_without_an_api_prefix() {
+    let collector = MockCollector::start();
+    let api = dynamiq_api();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.upstream_url", api.url())
+        .start();
+    let r = sidecar.request("GET", "/api/v1/me", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/v1/me");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let prefixed = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.upstream_url", format!("{}/prefix/", api.url()))
+        .start();
+    let r = prefixed.request("GET", "/api/v1/me?x=1", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/prefix/v1/me");
+    let paths: Vec<String> = api.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/v1/me", "/prefix/v1/me?x=1"]);
+}
+
+/// Scenario: the deployment's API calls need another credential than the collector's key.
+/// Guarantees: `query.api_token_file` (or `DYNAMIQ_API_TOKEN`) is sent instead of the key, a
+/// rotated file is picked up, and the token is never logged nor shown by `check-config`.
+#[test]
+fn passthrough_uses_the_api_token_when_one_is_configured() {
+    const TOKEN: &str = "dq-api-token-7c1f";
+    const ROTATED: &str = "dq-api-token-rotated-2b9e";
+    let collector = MockCollector::start();
+    let api = dynamiq_api();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.upstream_url", api.url())
+        .set("query.api_token_file", token_file.display().to_string())
+        .set("upstream.key_reload_interval", "50ms")
+        .start();
+    assert_eq!(sidecar.request("GET", "/api/v1/me", &[], b"").status, 200);
+    assert_eq!(
+        api.requests()[0].authorization(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    std::fs::write(&token_file, ROTATED).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(sidecar.request("GET", "/api/v1/me", &[], b"").status, 200);
+        let last = api
+            .requests()
+            .last()
+            .unwrap()
+            .authorization()
+            .map(str::to_owned);
+        if last.as_deref() == Some(format!("Bearer {ROTATED}").as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The collector still gets the access key.
+    assert_eq!(sidecar.post_runs(&batches::batch("api-token", 1)).0, 200);
+    let runs = collector.wait_for_runs(1, Duration::from_secs(10));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        collector.trace_requests()[0].authorization(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let check = std::process::Command::new(support::sidecar::bin())
+        .args(["check-config", "--config"])
+        .arg(sidecar.config_path())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(shown.contains("api_token_file"), "{shown}");
+    let logs = sidecar.logs();
+    for secret in [TOKEN, ROTATED, KEY] {
+        assert!(
+            !logs.contains(secret) && !shown.contains(secret),
+            "{secret} leaked"
+        );
+    }
+
+    let from_env = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.upstream_url", api.url())
+        .env("DYNAMIQ_API_TOKEN", TOKEN)
+        .start();
+    api.clear();
+    assert_eq!(from_env.request("GET", "/api/v1/me", &[], b"").status, 200);
+    assert_eq!(
+        api.requests()[0].authorization(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+}
+
+/// Scenario: the API token file is configured but missing. Guarantees: the sidecar refuses to
+/// start with an error naming `query.api_token_file`.
+#[test]
+fn a_missing_api_token_file_is_a_config_error_naming_the_key() {
+    let collector = MockCollector::start();
+    let mut sidecar = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .set("query.api_token_file", "/nonexistent/api-token")
+        .spawn();
+    let status = sidecar
+        .wait_exit(Duration::from_secs(20))
+        .expect("the sidecar exits");
+    assert_eq!(status.code(), Some(2), "{}", sidecar.logs());
+    assert!(
+        sidecar.logs().contains("query.api_token_file"),
+        "{}",
+        sidecar.logs()
+    );
 }
 
 /// Scenario: OTLP/JSON spans posted to `/v1/traces`. Guarantees: the runs they become are

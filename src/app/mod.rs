@@ -38,7 +38,7 @@ use crate::receivers::http::{Protocols, ServeLimits, serve};
 use crate::receivers::linger::Linger;
 use crate::receivers::metrics::{ConnectionFamilies, IngestMetrics};
 use crate::receivers::{self, IngestState};
-use crate::secret::KeyProvider;
+use crate::secret::{KeyProvider, KeyStartError};
 use crate::sinks::dynamiq::{ForwardError, Forwarder};
 use crate::sinks::otlp::{OTLP_CONSUMER, OtlpOutput, OtlpOutputError};
 use crate::state_dir::{self, dead_letter_dir};
@@ -84,6 +84,8 @@ pub struct EnvSecrets {
     pub access_key: Option<String>,
     /// `DYNAMIQ_SIDECAR_INGEST_AUTH_TOKEN`.
     pub ingest_token: Option<String>,
+    /// `DYNAMIQ_API_TOKEN`: the `/api/*` passthrough's own token.
+    pub api_token: Option<String>,
 }
 
 impl EnvSecrets {
@@ -94,6 +96,9 @@ impl EnvSecrets {
                 .ok()
                 .filter(|k| !k.trim().is_empty()),
             ingest_token: std::env::var(crate::receivers::config::INGEST_TOKEN_ENV).ok(),
+            api_token: std::env::var(crate::secret::API_TOKEN_ENV)
+                .ok()
+                .filter(|k| !k.trim().is_empty()),
         }
     }
 }
@@ -153,12 +158,24 @@ pub async fn run_with(
     let mut registry = Registry::default();
     let readiness = Readiness::default();
 
-    let key = KeyProvider::from_config(&config.upstream.key_source(), secrets.access_key.clone())
-        .map_err(|e| ConfigError {
+    let key_error = |e: KeyStartError| ConfigError {
         origin: None,
         key: e.key.into(),
         message: e.message,
-    })?;
+    };
+    let key = KeyProvider::from_config(&config.upstream.key_source(), secrets.access_key.clone())
+        .map_err(key_error)?;
+    // The passthrough calls the Dynamiq API with its own token when one is configured.
+    let api_token = KeyProvider::from_config(
+        &config
+            .query
+            .api_token_source(config.upstream.key_reload_interval),
+        secrets.api_token.clone(),
+    )
+    .map_err(key_error)?;
+    let api_token = (!config.query.api_token_file.trim().is_empty()
+        || api_token.current().is_some())
+    .then_some(api_token);
     let inbound = InboundAuth::load(&config.ingest, secrets.ingest_token.clone())?;
     if config.is_exposed() && !inbound.is_required() {
         tracing::warn!(
@@ -208,7 +225,7 @@ pub async fn run_with(
     };
     let passthrough = Passthrough::new(
         &config.query.upstream_url,
-        key.clone(),
+        api_token.clone().unwrap_or_else(|| key.clone()),
         config.upstream.connect_timeout,
         config.upstream.request_timeout,
     )
@@ -291,6 +308,9 @@ pub async fn run_with(
     let stop_forwarder = CancellationToken::new();
     let drain = CancellationToken::new();
     key.spawn_reloader(stop_forwarder.clone());
+    if let Some(api_token) = &api_token {
+        api_token.spawn_reloader(stop_forwarder.clone());
+    }
     let forwarder_task = tokio::spawn(forwarder.run(drain.clone(), stop_forwarder.clone()));
     let stop_otlp = CancellationToken::new();
     let otlp_task =

@@ -5,9 +5,11 @@
 //!
 //! Guarantees: every data endpoint requires the inbound token when ingest does; bad parameters
 //! get a 400 JSON error naming the parameter (a status repeated in `status=` counts once); the
-//! export is streamed with bounded memory (see [`super::export`]); the passthrough only ever
-//! contacts the configured scheme, host and port, under `<base path>/api/`, with the sidecar's
-//! key (never logged), and streams at most [`MAX_PASSTHROUGH_BYTES`] back.
+//! export is streamed with bounded memory (see [`super::export`]); the passthrough maps
+//! `/api/<rest>` to `<query.upstream_url>/<rest>` (the Dynamiq API has no `/api` prefix; the
+//! upstream URL's own path is kept as a prefix), only ever contacts the configured scheme, host
+//! and port, under that path, with the API token (or the sidecar's key; never logged), follows
+//! no redirect, and streams at most [`MAX_PASSTHROUGH_BYTES`] back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +51,8 @@ pub struct QueryState {
     pub passthrough: Arc<Passthrough>,
 }
 
-/// The `/api/*` passthrough: one base URL, one HTTP client, the sidecar's key.
+/// The `/api/*` passthrough: one base URL, one HTTP client, one credential (the API token when
+/// configured, else the sidecar's key).
 pub struct Passthrough {
     base: reqwest::Url,
     client: reqwest::Client,
@@ -57,7 +60,8 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Builds it for `base_url` (`query.upstream_url`, validated by the config).
+    /// Builds it for `base_url` (`query.upstream_url`, validated by the config), calling with
+    /// `key`.
     pub fn new(
         base_url: &str,
         key: KeyProvider,
@@ -75,9 +79,9 @@ impl Passthrough {
         Ok(Self { base, client, key })
     }
 
-    /// The upstream URL for a request path (`/api/...`, as received, percent-encoded) and query,
-    /// or why it is refused. The result always has the base's scheme, host and port and a path
-    /// under `<base path>/api/`.
+    /// The upstream URL for a request path (`/api/<rest>`, as received, percent-encoded) and
+    /// query, or why it is refused: `<base>/<rest>`. The result always has the base's scheme,
+    /// host and port and a path under the base's path.
     pub fn upstream_url(&self, path: &str, query: Option<&str>) -> Result<reqwest::Url, String> {
         upstream_url(&self.base, path, query)
     }
@@ -112,8 +116,9 @@ pub fn upstream_url(
         return refuse("control characters are not allowed");
     }
     let base_path = base.path().trim_end_matches('/');
+    let rest = &path["/api".len()..];
     let mut url = base.clone();
-    url.set_path(&format!("{base_path}{path}"));
+    url.set_path(&format!("{base_path}{rest}"));
     url.set_query(query);
     url.set_fragment(None);
     let same_origin = url.scheme() == base.scheme()
@@ -121,7 +126,7 @@ pub fn upstream_url(
         && url.port_or_known_default() == base.port_or_known_default()
         && url.username().is_empty()
         && url.password().is_none();
-    if !same_origin || !url.path().starts_with(&format!("{base_path}/api/")) {
+    if !same_origin || !url.path().starts_with(&format!("{base_path}/")) {
         return refuse("it does not stay under the configured upstream");
     }
     Ok(url)
@@ -460,14 +465,14 @@ async fn passthrough_inner(
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_key",
-            "the sidecar has no access key to call the Dynamiq API with",
+            "the sidecar has no API token (query.api_token_file, DYNAMIQ_API_TOKEN) nor access key to call the Dynamiq API with",
         ));
     };
     let mut auth = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_key",
-            "the sidecar's access key cannot be sent as a header",
+            "the sidecar's API token or access key cannot be sent as a header",
         )
     })?;
     auth.set_sensitive(true);

@@ -533,16 +533,22 @@ fn a_trace_evicted_while_it_is_exported_ends_early_and_the_export_stays_json() {
 #[test]
 fn the_passthrough_url_never_leaves_the_configured_origin() {
     let base = reqwest::Url::parse("https://api.example.com").unwrap();
+    // The Dynamiq API has no `/api` prefix: `/api/v1/me` is `<base>/v1/me`.
     let ok = upstream_url(&base, "/api/v1/traces", Some("a=1&b=%20x")).unwrap();
+    assert_eq!(ok.as_str(), "https://api.example.com/v1/traces?a=1&b=%20x");
     assert_eq!(
-        ok.as_str(),
-        "https://api.example.com/api/v1/traces?a=1&b=%20x"
+        upstream_url(&base, "/api/v1/me", None).unwrap().as_str(),
+        "https://api.example.com/v1/me"
     );
-    let prefixed = reqwest::Url::parse("http://127.0.0.1:9000/base/").unwrap();
-    assert_eq!(
-        upstream_url(&prefixed, "/api/x", None).unwrap().as_str(),
-        "http://127.0.0.1:9000/base/api/x"
-    );
+    // The upstream URL's own path stays a prefix, with or without a trailing slash.
+    for prefixed in ["http://127.0.0.1:9000/base/", "http://127.0.0.1:9000/base"] {
+        let prefixed = reqwest::Url::parse(prefixed).unwrap();
+        assert_eq!(
+            upstream_url(&prefixed, "/api/x", None).unwrap().as_str(),
+            "http://127.0.0.1:9000/base/x"
+        );
+        assert!(upstream_url(&prefixed, "/api/../x", None).is_err());
+    }
     for bad in [
         "//evil.com",
         "/api//evil.com",

@@ -4,7 +4,8 @@
 //! arrival time, the status it answered) and answers `POST /v1/traces` from a programmable
 //! script: a responder looking at the request, when set and it answers; else a queue of
 //! [`MockResponse`]s consumed one per request, then a default (200 `{"message":"ok"}` unless
-//! changed). Any other path answers 404 (and is recorded too).
+//! changed). Any other path answers 404 (and is recorded too), unless an API responder
+//! ([`MockCollector::set_api_responder`]) answers it: the mock then stands in for the Dynamiq API.
 //!
 //! It runs on its own tokio runtime, so it works from `#[test]` and `#[tokio::test]` alike; the
 //! accessors are synchronous. `stop()` / `resume()` take it off the air and back on the same
@@ -164,6 +165,7 @@ struct Shared {
     script: VecDeque<MockResponse>,
     default: Option<MockResponse>,
     responder: Option<Responder>,
+    api_responder: Option<Responder>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -274,6 +276,15 @@ impl MockCollector {
         responder: impl Fn(&RecordedRequest) -> Option<MockResponse> + Send + Sync + 'static,
     ) {
         lock(&self.state).responder = Some(Arc::new(responder));
+    }
+
+    /// Answers every request other than `POST /v1/traces` with `responder(request)` when it
+    /// returns `Some` (404 otherwise): a stand-in for the Dynamiq API behind `/api/*`.
+    pub fn set_api_responder(
+        &self,
+        responder: impl Fn(&RecordedRequest) -> Option<MockResponse> + Send + Sync + 'static,
+    ) {
+        lock(&self.state).api_responder = Some(Arc::new(responder));
     }
 
     /// Removes the responder.
@@ -511,7 +522,9 @@ async fn handle(State(state): State<SharedState>, request: Request) -> Response 
         }
         next_response(&state, &recorded)
     } else {
-        MockResponse::status(404)
+        let api = lock(&state).api_responder.clone();
+        api.and_then(|r| r(&recorded))
+            .unwrap_or_else(|| MockResponse::status(404))
     };
     recorded.status = response.status;
     lock(&state).requests.push(recorded);

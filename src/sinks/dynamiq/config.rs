@@ -125,6 +125,7 @@ impl UpstreamConfig {
     /// Where the access key comes from.
     pub fn key_source(&self) -> KeySource {
         KeySource {
+            config_key: crate::secret::KEY_FILE_KEY,
             file: self.access_key_file.clone(),
             reload_interval: self.key_reload_interval,
         }
