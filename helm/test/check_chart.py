@@ -715,6 +715,33 @@ def render_refusals() -> None:
         assert "Secret" not in kinds(objs)
     R.run("sidecar mode with auth_mode passthrough needs no key (and mounts none)", passthrough)
 
+    def api_token() -> None:
+        objs = docs(CH.render(side, "1.33.0"))
+        spec = pod_spec(one(objs, "Deployment"))
+        _, cfg = config_of(objs)
+        assert "api_token_file" not in cfg.get("query", {}), "no API token unless asked for"
+        assert "dynamiq-sidecar-api-token" not in [v["name"] for v in spec["volumes"]]
+        for over, secret, key in (
+            ({"apiToken": {"value": "dq-api"}}, None, "api-token"),
+            ({"apiToken": {"existingSecret": "dq-api", "existingSecretKey": "t"}}, "dq-api", "t"),
+        ):
+            objs = docs(CH.render(merge(side, over), "1.33.0"))
+            spec = pod_spec(one(objs, "Deployment"))
+            _, c = find_container(spec)
+            _, cfg = config_of(objs)
+            v = volume(spec, "dynamiq-sidecar-api-token")
+            m = mount_for(c, "dynamiq-sidecar-api-token")
+            item = v["secret"]["items"][0]
+            assert m.get("readOnly") is True and "subPath" not in m, m
+            assert cfg["query"]["api_token_file"] == f"{m['mountPath']}/{item['path']}", cfg["query"]
+            assert item["key"] == key, item
+            if secret:
+                assert v["secret"]["secretName"] == secret
+            else:
+                sec = one(objs, "Secret", v["secret"]["secretName"])
+                assert key in sec["data"], sec
+    R.run("apiToken mounts a Secret file and sets query.api_token_file", api_token)
+
     def forced() -> None:
         for kube, mode, where in (("1.28.0", "always", "initContainers"), ("1.33.0", "never", "containers")):
             objs = docs(CH.render(merge(side, {"sidecar": {"nativeSidecar": mode}}), kube))

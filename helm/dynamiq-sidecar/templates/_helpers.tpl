@@ -123,6 +123,19 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- if .v.accessKey.existingSecret }}{{ .v.accessKey.existingSecretKey }}{{ else }}access-key{{ end -}}
 {{- end -}}
 
+{{/* "true" when a separate API token (GET /api/*) is configured. */}}
+{{- define "dynamiq-sidecar.hasApiToken" -}}
+{{- if or .v.apiToken.value .v.apiToken.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{- define "dynamiq-sidecar.apiTokenSecretName" -}}
+{{- default (include "dynamiq-sidecar.fullname" .) .v.apiToken.existingSecret -}}
+{{- end -}}
+
+{{- define "dynamiq-sidecar.apiTokenSecretKey" -}}
+{{- if .v.apiToken.existingSecret }}{{ .v.apiToken.existingSecretKey }}{{ else }}api-token{{ end -}}
+{{- end -}}
+
 {{- define "dynamiq-sidecar.tokenSecretName" -}}
 {{- default (include "dynamiq-sidecar.fullname" .) .v.ingestToken.existingSecret -}}
 {{- end -}}
@@ -136,6 +149,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "dynamiq-sidecar.configPath" -}}/etc/dynamiq-sidecar/dynamiq-sidecar.toml{{- end -}}
 {{- define "dynamiq-sidecar.accessKeyDir" -}}/run/secrets/dynamiq-sidecar/access-key{{- end -}}
 {{- define "dynamiq-sidecar.tokenDir" -}}/run/secrets/dynamiq-sidecar/ingest-token{{- end -}}
+{{- define "dynamiq-sidecar.apiTokenDir" -}}/run/secrets/dynamiq-sidecar/api-token{{- end -}}
 {{- /*
 The buffer volume is mounted at bufferMount; buffer.path is a subdirectory the sidecar creates
 itself (0700, its own), because the volume's root may belong to root (emptyDir, most claims,
@@ -272,6 +286,9 @@ Only the units up to days are accepted, the same set values.schema.json allows.
 {{- if include "dynamiq-sidecar.needsKey" . -}}
 {{- $_ := set $cfg.upstream "access_key_file" (printf "%s/access-key" (include "dynamiq-sidecar.accessKeyDir" .)) -}}
 {{- end -}}
+{{- if include "dynamiq-sidecar.hasApiToken" . -}}
+{{- $_ := set $cfg.query "api_token_file" (printf "%s/api-token" (include "dynamiq-sidecar.apiTokenDir" .)) -}}
+{{- end -}}
 {{- $_ := set $cfg.buffer "path" (include "dynamiq-sidecar.bufferPath" .) -}}
 # Rendered by the dynamiq-sidecar Helm chart (mode: {{ .v.mode }}); every key is documented in
 # config/dynamiq-sidecar.toml. Keys not listed take the binary's defaults.
@@ -374,6 +391,11 @@ failureThreshold: {{ $p.failureThreshold }}
       mountPath: {{ include "dynamiq-sidecar.accessKeyDir" $c }}
       readOnly: true
     {{- end }}
+    {{- if include "dynamiq-sidecar.hasApiToken" $c }}
+    - name: dynamiq-sidecar-api-token
+      mountPath: {{ include "dynamiq-sidecar.apiTokenDir" $c }}
+      readOnly: true
+    {{- end }}
     {{- if include "dynamiq-sidecar.exposed" $c }}
     - name: dynamiq-sidecar-ingest-token
       mountPath: {{ include "dynamiq-sidecar.tokenDir" $c }}
@@ -430,6 +452,15 @@ failureThreshold: {{ $p.failureThreshold }}
     items:
       - key: {{ include "dynamiq-sidecar.accessKeySecretKey" $c }}
         path: access-key
+{{- end }}
+{{- if include "dynamiq-sidecar.hasApiToken" $c }}
+- name: dynamiq-sidecar-api-token
+  secret:
+    secretName: {{ include "dynamiq-sidecar.apiTokenSecretName" $c }}
+    defaultMode: 292 # 0444
+    items:
+      - key: {{ include "dynamiq-sidecar.apiTokenSecretKey" $c }}
+        path: api-token
 {{- end }}
 {{- if include "dynamiq-sidecar.exposed" $c }}
 - name: dynamiq-sidecar-ingest-token
