@@ -12,6 +12,7 @@
 
 pub mod attr_sink;
 pub mod files;
+pub mod genai_events;
 pub mod ids;
 pub mod proto_writer;
 pub mod run_fields;

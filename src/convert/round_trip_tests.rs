@@ -190,8 +190,110 @@ fn sorted(mut attrs: Vec<KeyValue>) -> Vec<KeyValue> {
 #[test]
 fn foreign_spans_survive_span_run_span() {
     for fixture in [GENAI_PB, OPENINFERENCE_PB] {
-        let original = ExportTraceServiceRequest::decode(fixture).unwrap();
-        let runs = convert_request(&original, &SpanConvertOptions::default()).runs;
+        assert_span_run_span(&ExportTraceServiceRequest::decode(fixture).unwrap());
+    }
+}
+
+/// An LLM span whose prompt and completion travel as GenAI events (both conventions): the run
+/// gets them as its input and output, and the span comes back with its events, not with
+/// attributes made of that copy.
+#[test]
+fn genai_content_events_fill_input_and_output_and_survive_span_run_span() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Av};
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Av::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let event = |name: &str, attributes: Vec<KeyValue>| Event {
+        time_unix_nano: 1_700_000_000_500_000_000,
+        name: name.into(),
+        attributes,
+        ..Default::default()
+    };
+    let span = |id: u8, events: Vec<Event>| Span {
+        trace_id: vec![7; 16],
+        span_id: vec![id; 8],
+        name: "chat gpt-4o".into(),
+        kind: 3,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_001_000_000_000,
+        attributes: vec![
+            kv("gen_ai.operation.name", "chat"),
+            kv("gen_ai.request.model", "gpt-4o"),
+        ],
+        events,
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Default::default()),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(Default::default()),
+                spans: vec![
+                    span(
+                        1,
+                        vec![event(
+                            crate::convert::genai_events::OPERATION_DETAILS,
+                            vec![
+                                kv(
+                                    "gen_ai.input.messages",
+                                    r#"[{"role":"user","parts":[{"type":"text","content":"Hi"}]}]"#,
+                                ),
+                                kv(
+                                    "gen_ai.output.messages",
+                                    r#"[{"role":"assistant","parts":[{"type":"text","content":"Hello"}]}]"#,
+                                ),
+                            ],
+                        )],
+                    ),
+                    span(
+                        2,
+                        vec![
+                            event("gen_ai.user.message", vec![kv("content", "2+2?")]),
+                            event(
+                                "gen_ai.choice",
+                                vec![
+                                    kv("finish_reason", "stop"),
+                                    kv("message", r#"{"content":"4"}"#),
+                                ],
+                            ),
+                        ],
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let runs = convert_request(&request, &SpanConvertOptions::default()).runs;
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(|r| serde_json::from_slice(r).unwrap())
+        .collect();
+    assert_eq!(
+        runs[0]["input"],
+        serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}])
+    );
+    assert_eq!(runs[0]["output"][0]["parts"][0]["content"], "Hello");
+    assert_eq!(
+        runs[1]["input"],
+        serde_json::json!([{"content": "2+2?", "role": "user"}])
+    );
+    assert_eq!(
+        runs[1]["output"],
+        serde_json::json!([{"finish_reason": "stop", "message": {"content": "4"}}])
+    );
+    assert_span_run_span(&request);
+}
+
+fn assert_span_run_span(original: &ExportTraceServiceRequest) {
+    {
+        let runs = convert_request(original, &SpanConvertOptions::default()).runs;
         let back = runs_to_request(
             runs.iter().map(Vec::as_slice),
             &RunConvertOptions::default(),
@@ -209,7 +311,7 @@ fn foreign_spans_survive_span_run_span() {
                 })
                 .collect()
         };
-        let (a, b) = (flatten(&original), flatten(&back.request));
+        let (a, b) = (flatten(original), flatten(&back.request));
         assert_eq!(a.len(), b.len());
         for ((mut sa, ra, sca), (mut sb, rb, scb)) in a.into_iter().zip(b) {
             sa.attributes = sorted(sa.attributes);
@@ -224,6 +326,79 @@ fn foreign_spans_survive_span_run_span() {
                 scb.map(|s| (s.name, s.version))
             );
         }
+    }
+}
+
+/// Runs → spans writes the newest GenAI names: `cache_write` and reasoning token counts, and
+/// (opt-in, like message content) a tool run's input and output as the tool call's arguments
+/// and result. The runs still come back exactly.
+#[test]
+fn newest_genai_names_are_written_and_the_runs_come_back() {
+    let tool = json!({"id": "t1", "name": "weather", "type": "node", "trace_id": "tr", "source_id": "s",
+        "start_time": "2026-01-02T03:04:05Z", "end_time": "2026-01-02T03:04:06Z", "status": "succeeded",
+        "input": {"city": "Paris"}, "output": "sunny",
+        "metadata": {"node": {"group": "tools", "name": "weather"}}});
+    let llm = json!({"id": "l1", "name": "llm", "type": "node", "trace_id": "tr", "source_id": "s",
+        "start_time": "2026-01-02T03:04:05Z", "end_time": "2026-01-02T03:04:06Z", "status": "skipped",
+        "metadata": {"node": {"group": "llms"}, "usage": {"prompt_tokens": 3, "completion_tokens": 4,
+            "total_tokens": 7, "cache_creation_input_tokens": 2, "reasoning_tokens": 1}}});
+    let runs: Vec<Vec<u8>> = [&tool, &llm]
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
+    let options = RunConvertOptions {
+        capture_message_content: true,
+        ..Default::default()
+    };
+    let converted = runs_to_request(runs.iter().map(Vec::as_slice), &options);
+    let spans: Vec<Span> = converted
+        .request
+        .resource_spans
+        .iter()
+        .flat_map(|r| r.scope_spans.iter())
+        .flat_map(|s| s.spans.iter().cloned())
+        .collect();
+    let attr = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| super::values::any(a.value.as_ref()).cloned())
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
+    assert_eq!(
+        attr(&spans[0], "gen_ai.tool.call.arguments"),
+        Some(Av::StringValue(r#"{"city":"Paris"}"#.into()))
+    );
+    assert_eq!(
+        attr(&spans[0], "gen_ai.tool.call.result"),
+        Some(Av::StringValue("sunny".into()))
+    );
+    assert_eq!(
+        attr(&spans[1], "gen_ai.usage.cache_write.input_tokens"),
+        Some(Av::IntValue(2))
+    );
+    assert_eq!(
+        attr(&spans[1], "gen_ai.usage.reasoning.output_tokens"),
+        Some(Av::IntValue(1))
+    );
+    assert_eq!(
+        attr(&spans[1], "gen_ai.usage.cache_creation.input_tokens"),
+        None
+    );
+    let off = runs_to_request(
+        runs.iter().map(Vec::as_slice),
+        &RunConvertOptions::default(),
+    );
+    let tool_span = &off.request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        attr(tool_span, "gen_ai.tool.call.arguments"),
+        None,
+        "opt-in only"
+    );
+    let back = convert_request(&converted.request, &SpanConvertOptions::default());
+    for (original, back) in [&tool, &llm].iter().zip(&back.runs) {
+        let back: Value = serde_json::from_slice(back).unwrap();
+        assert_eq!(**original, back);
     }
 }
 

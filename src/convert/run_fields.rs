@@ -364,6 +364,9 @@ pub struct UsageView<'a> {
     /// Cached input tokens written.
     #[serde(borrow, default)]
     pub cache_creation_input_tokens: Option<&'a RawValue>,
+    /// Output tokens spent on reasoning (part of the output tokens).
+    #[serde(borrow, default)]
+    pub reasoning_tokens: Option<&'a RawValue>,
     /// Cost of the input, USD.
     #[serde(borrow, default)]
     pub prompt_tokens_cost_usd: Option<&'a RawValue>,

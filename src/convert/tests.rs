@@ -581,6 +581,59 @@ fn usage_and_costs_from_openinference_counts() {
     assert!(one(span(7, 2, Some(1)))["metadata"]["usage"].is_null());
 }
 
+/// The newest GenAI names (schema 1.42) are read, and the older spellings still are.
+#[test]
+fn newest_genai_usage_and_tool_call_attributes_are_read() {
+    let int = |n| {
+        Some(AnyValue {
+            value: Some(Av::IntValue(n)),
+        })
+    };
+    let mut sp = span(7, 2, Some(1));
+    sp.attributes = vec![
+        kv("gen_ai.operation.name", s("chat")),
+        kv("gen_ai.provider.name", s("openai")),
+        kv("gen_ai.request.model", s("o3")),
+        kv("gen_ai.usage.input_tokens", int(20)),
+        kv("gen_ai.usage.output_tokens", int(9)),
+        kv("gen_ai.usage.reasoning.output_tokens", int(6)),
+        kv("gen_ai.usage.cache_read.input_tokens", int(4)),
+        kv("gen_ai.usage.cache_write.input_tokens", int(2)),
+        kv("gen_ai.usage.cache_creation.input_tokens", int(99)),
+    ];
+    let run = one(sp);
+    assert_eq!(run["metadata"]["node"]["model"], "openai/o3");
+    assert_eq!(
+        run["metadata"]["usage"],
+        json!({"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29,
+               "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2,
+               "reasoning_tokens": 6})
+    );
+    // The older `cache_creation` spelling alone is still read.
+    let mut sp = span(7, 2, Some(1));
+    sp.attributes = vec![
+        kv("gen_ai.usage.input_tokens", int(1)),
+        kv("gen_ai.usage.cache_creation.input_tokens", int(5)),
+    ];
+    assert_eq!(
+        one(sp)["metadata"]["usage"]["cache_creation_input_tokens"],
+        5
+    );
+    // A tool span's arguments and result are its run's input and output.
+    let mut sp = span(7, 3, Some(1));
+    sp.attributes = vec![
+        kv("gen_ai.operation.name", s("execute_tool")),
+        kv("gen_ai.tool.name", s("weather")),
+        kv("gen_ai.tool.call.arguments", s(r#"{"city":"Paris"}"#)),
+        kv("gen_ai.tool.call.result", s("sunny")),
+    ];
+    let run = one(sp);
+    assert_eq!(run["input"], json!({"city": "Paris"}));
+    assert_eq!(run["output"], json!("sunny"));
+    assert_eq!(run["metadata"]["node"]["group"], "tools");
+    assert_eq!(run["metadata"]["node"]["name"], "weather");
+}
+
 #[test]
 fn errors_come_from_status_then_the_exception_event() {
     let mut sp = span(7, 2, Some(1));

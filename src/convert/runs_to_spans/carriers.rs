@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::derived::{derive_messages, derive_model, derive_usage, kinds};
+use super::derived::{derive_messages, derive_model, derive_tool_call, derive_usage, kinds};
 use super::head::{Failure, SpanHead};
 use super::{DynamiqRun, RunConvertOptions};
 use crate::convert::attr_sink::{Attr, AttrSink};
@@ -238,6 +238,9 @@ pub(in crate::convert) fn dynamiq_span<'a>(
     derive_model(attrs, node);
     if options.capture_message_content && oi_kind == "LLM" {
         derive_messages(attrs, node, fields.get("output"));
+    }
+    if options.capture_message_content && oi_kind == "TOOL" {
+        derive_tool_call(attrs, fields.get("input"), fields.get("output"));
     }
     if let Some(usage) = &meta.usage {
         derive_usage(attrs, usage);

@@ -100,7 +100,10 @@ pub(super) fn derive_usage(attrs: &mut impl AttrSink, usage: &UsageView<'_>) {
         attrs.push("gen_ai.usage.cache_read.input_tokens", Attr::Int(n));
     }
     if let Some(n) = int(usage.cache_creation_input_tokens) {
-        attrs.push("gen_ai.usage.cache_creation.input_tokens", Attr::Int(n));
+        attrs.push("gen_ai.usage.cache_write.input_tokens", Attr::Int(n));
+    }
+    if let Some(n) = int(usage.reasoning_tokens) {
+        attrs.push("gen_ai.usage.reasoning.output_tokens", Attr::Int(n));
     }
     if let Some(x) = float(usage.prompt_tokens_cost_usd) {
         attrs.push("llm.cost.prompt", Attr::Double(x));
@@ -188,5 +191,26 @@ pub(super) fn derive_messages(
             "gen_ai.output.messages",
             std::str::from_utf8(&out).unwrap_or_default(),
         );
+    }
+}
+
+/// The opt-in content of a tool run: its input as `gen_ai.tool.call.arguments` and its output as
+/// `gen_ai.tool.call.result`, as the JSON text the run holds (a JSON string as its text).
+pub(super) fn derive_tool_call(
+    attrs: &mut impl AttrSink,
+    input: Option<Raw<'_>>,
+    output: Option<Raw<'_>>,
+) {
+    for (key, value) in [
+        ("gen_ai.tool.call.arguments", input),
+        ("gen_ai.tool.call.result", output),
+    ] {
+        let Some(value) = value.filter(|v| v.get() != "null") else {
+            continue;
+        };
+        match serde_json::from_str::<Cow<'_, str>>(value.get()) {
+            Ok(text) => attrs.str(key, &text),
+            Err(_) => attrs.str(key, value.get()),
+        }
     }
 }

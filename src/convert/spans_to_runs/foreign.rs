@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use super::metadata::write_synthesised_metadata;
 use super::validate::{MAX_VALUE_DEPTH, ValidSpan, attributes_within};
 use super::{RunKeys, SpanConvertOptions};
+use crate::convert::genai_events::{self, GenAiContent};
 use crate::convert::ids;
 use crate::convert::semconv::{self, Known};
 use crate::convert::time::{as_written, write_ns};
@@ -224,30 +225,43 @@ pub(super) fn span_to_run(
         }
     };
 
-    let input = lift_io(
-        run.key("input"),
-        &[
-            ("input.value", known.input_value, as_str(known.input_mime)),
-            ("gen_ai.input.messages", known.genai_input_messages, JSON),
-            ("gen_ai.prompt", known.genai_prompt, JSON),
-            ("traceloop.entity.input", known.traceloop_input, JSON),
-            ("langfuse.observation.input", known.langfuse_input, JSON),
-        ],
-    );
-    let output = lift_io(
-        run.key("output"),
-        &[
-            (
-                "output.value",
-                known.output_value,
-                as_str(known.output_mime),
-            ),
-            ("gen_ai.output.messages", known.genai_output_messages, JSON),
-            ("gen_ai.completion", known.genai_completion, JSON),
-            ("traceloop.entity.output", known.traceloop_output, JSON),
-            ("langfuse.observation.output", known.langfuse_output, JSON),
-        ],
-    );
+    let input_sources = [
+        ("input.value", known.input_value, as_str(known.input_mime)),
+        ("gen_ai.input.messages", known.genai_input_messages, JSON),
+        (
+            "gen_ai.tool.call.arguments",
+            known.genai_tool_call_arguments,
+            JSON,
+        ),
+        ("gen_ai.prompt", known.genai_prompt, JSON),
+        ("traceloop.entity.input", known.traceloop_input, JSON),
+        ("langfuse.observation.input", known.langfuse_input, JSON),
+    ];
+    let output_sources = [
+        (
+            "output.value",
+            known.output_value,
+            as_str(known.output_mime),
+        ),
+        ("gen_ai.output.messages", known.genai_output_messages, JSON),
+        (
+            "gen_ai.tool.call.result",
+            known.genai_tool_call_result,
+            JSON,
+        ),
+        ("gen_ai.completion", known.genai_completion, JSON),
+        ("traceloop.entity.output", known.traceloop_output, JSON),
+        ("langfuse.observation.output", known.langfuse_output, JSON),
+    ];
+    // Content that travels as GenAI span events fills what no attribute carries. The events
+    // stay in `metadata.otel`, so the span is rebuilt from them, not from this copy.
+    let from_events = if span.events.is_empty() {
+        GenAiContent::default()
+    } else {
+        genai_events::from_span_events(&span.events)
+    };
+    let input = write_io(run.key("input"), &input_sources, from_events.input);
+    let output = write_io(run.key("output"), &output_sources, from_events.output);
 
     match as_str(known.dq_metadata).and_then(json_text) {
         Some(json) if json.starts_with('{') => run.raw("metadata", json),
@@ -315,6 +329,22 @@ fn uuid_value(run: &mut ObjectWriter<'_>, key: &str, bytes: &[u8; 16]) -> Range<
 
 /// Marker: the attribute holds JSON text when it parses as JSON.
 const JSON: Option<&str> = Some("application/json");
+
+/// `input` or `output`: the first of `sources` present (lifted), else what the span's GenAI
+/// events carried (not lifted: the events themselves stay in the envelope), else `null`.
+fn write_io(
+    out: &mut Vec<u8>,
+    sources: &[(&'static str, Option<&Value>, Option<&str>)],
+    from_events: Option<serde_json::Value>,
+) -> Option<Lifted> {
+    match from_events {
+        Some(json) if sources.iter().all(|(_, value, _)| value.is_none()) => {
+            out.extend_from_slice(json.to_string().as_bytes());
+            None
+        }
+        _ => lift_io(out, sources),
+    }
+}
 
 /// Writes the first present source as the run's `input`/`output` (or `null`), and says which
 /// attribute it was when that attribute can be rebuilt exactly from the run.

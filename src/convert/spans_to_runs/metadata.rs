@@ -203,8 +203,15 @@ fn write_usage(meta: &mut ObjectWriter<'_>, known: &Known<'_>) {
     if let Some(n) = first_int(&[known.genai_cache_read, known.llm_cache_read]) {
         usage.int("cache_read_input_tokens", n);
     }
-    if let Some(n) = first_int(&[known.genai_cache_creation, known.llm_cache_write]) {
+    if let Some(n) = first_int(&[
+        known.genai_cache_write,
+        known.genai_cache_creation,
+        known.llm_cache_write,
+    ]) {
         usage.int("cache_creation_input_tokens", n);
+    }
+    if let Some(n) = first_int(&[known.genai_reasoning_tokens]) {
+        usage.int("reasoning_tokens", n);
     }
     if let Some(x) = as_f64(known.llm_cost_prompt) {
         usage.float("prompt_tokens_cost_usd", x);
