@@ -425,3 +425,131 @@ fn passthrough_mode_forwards_each_otlp_clients_own_key() {
     let logs = sidecar.logs();
     assert!(!logs.contains("http-client-key") && !logs.contains("grpc-client-key"));
 }
+
+fn metrics_request(
+    points: usize,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+    };
+    opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.duration".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default(); points],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Scenario: an application points every OpenTelemetry signal at the sidecar
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT` alone), so its metrics arrive too. Guarantees: `/v1/metrics`
+/// and gRPC `MetricsService/Export` answer success with a partial success naming the data points
+/// not forwarded (no export error, no retry), in the request's encoding, gzip included; garbage is
+/// a 400 / `INVALID_ARGUMENT`; the inbound token applies; nothing reaches the collector; the
+/// points are counted.
+#[test]
+fn otlp_metrics_are_acknowledged_as_a_partial_success_and_not_forwarded() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let collector = MockCollector::start();
+    let sidecar = Sidecar::builder(&collector.url()).access_key(KEY).start();
+    let request = metrics_request(5);
+    let metrics_post = |content_type: &str, extra: &[(&str, &str)], body: &[u8]| {
+        let mut headers = vec![("Content-Type", content_type)];
+        headers.extend_from_slice(extra);
+        sidecar.request("POST", "/v1/metrics", &headers, body)
+    };
+
+    let r = metrics_post("application/x-protobuf", &[], &request.encode_to_vec());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    let answer = ExportMetricsServiceResponse::decode(&r.body[..]).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(partial.rejected_data_points, 5);
+    assert!(
+        partial.error_message.contains("not forwarded"),
+        "{partial:?}"
+    );
+
+    let json = serde_json::to_vec(&request).unwrap();
+    let r = metrics_post(
+        "application/json",
+        &[("Content-Encoding", "gzip")],
+        &gzip(&json),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Value = r.json();
+    // int64 in OTLP/JSON may be a number or a decimal string.
+    let rejected = &body["partialSuccess"]["rejectedDataPoints"];
+    assert_eq!(rejected.to_string().trim_matches('"'), "5", "{body}");
+
+    let r = metrics_post("application/x-protobuf", &[], b"\x0a\x05ab");
+    assert_eq!(r.status, 400);
+    let r = metrics_post("application/json", &[], b"{not json");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "bad_request");
+
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = MetricsServiceClient::new(grpc_channel(&sidecar).await)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let answer = client
+            .export(metrics_request(7))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.partial_success.unwrap().rejected_data_points, 7);
+        let empty = client
+            .export(metrics_request(0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(empty.partial_success.is_none());
+    });
+    assert_eq!(
+        sidecar.metric_sum("dynamiq_sidecar_otlp_metric_points_dropped_total", &[]),
+        5.0 + 5.0 + 7.0
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        collector.requests().is_empty(),
+        "metrics must not be forwarded"
+    );
+
+    // The inbound token applies to metrics as to traces.
+    let guarded = Sidecar::builder(&collector.url())
+        .access_key(KEY)
+        .env("DYNAMIQ_SIDECAR_INGEST_AUTH_TOKEN", "inbound-secret")
+        .start();
+    let body = request.encode_to_vec();
+    let headers = [("Content-Type", "application/x-protobuf")];
+    assert_eq!(
+        guarded
+            .request("POST", "/v1/metrics", &headers, &body)
+            .status,
+        401
+    );
+    let authed = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Authorization", "Bearer inbound-secret"),
+    ];
+    assert_eq!(
+        guarded
+            .request("POST", "/v1/metrics", &authed, &body)
+            .status,
+        200
+    );
+    rt.block_on(async {
+        let mut client = MetricsServiceClient::new(grpc_channel(&guarded).await);
+        let refused = client.export(metrics_request(1)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    });
+}

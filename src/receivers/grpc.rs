@@ -1,5 +1,6 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on
-//! `ingest.grpc_addr` (tonic).
+//! `ingest.grpc_addr` (tonic), and `MetricsService/Export`, acknowledged and not forwarded
+//! (see [`super::otlp_metrics`]).
 //!
 //! Guarantees: the same conversion, durability and ack rule as OTLP/HTTP (a response only once
 //! the runs are in the disk buffer); gzip requests accepted; messages over
@@ -13,12 +14,14 @@
 //! decoded together with the conversion, on the same thread (see [`otlp::export`]).
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::codec::{
@@ -31,7 +34,7 @@ use super::IngestState;
 use super::budget::SharedReservation;
 use super::error::ApiError;
 use super::otlp::{self, OtlpEncoding};
-use crate::model::otlp::GRPC_EXPORT_PATH as EXPORT_PATH;
+use crate::model::otlp::{GRPC_EXPORT_PATH as EXPORT_PATH, GRPC_METRICS_EXPORT_PATH};
 
 fn status_of(error: &ApiError) -> Status {
     Status::new(otlp::grpc_code(error.status), error.message.clone())
@@ -78,7 +81,32 @@ async fn export(
     }
 }
 
-/// The `TraceService` server: routes `Export` through tonic's unary handling (framing,
+/// Handles one `MetricsService/Export` call: the data points are counted on the wire and
+/// answered as a partial success (nothing is stored or forwarded).
+async fn export_metrics(
+    state: &IngestState,
+    request: Request<Bytes>,
+) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    let started = std::time::Instant::now();
+    let headers = request.metadata().clone().into_headers();
+    let result = if state.auth.check(&headers) {
+        super::otlp_metrics::count_data_points(request.get_ref(), OtlpEncoding::Protobuf)
+    } else {
+        Err(ApiError::unauthorized(
+            "missing or wrong bearer token: send authorization: Bearer <ingest token> metadata",
+        ))
+    };
+    state.metrics.record("otlp_grpc_metrics", &result, started);
+    match result {
+        Ok(points) => {
+            state.metrics.metric_points_dropped.inc_by(points);
+            Ok(Response::new(super::otlp_metrics::response_message(points)))
+        }
+        Err(e) => Err(status_of(&e)),
+    }
+}
+
+/// The `TraceService` server (and `MetricsService`): routes `Export` through tonic's unary handling (framing,
 /// compression, message limits, status) with [`RawRequest`] as the codec.
 #[derive(Clone)]
 pub struct TraceServer {
@@ -105,6 +133,19 @@ impl UnaryService<Bytes> for ExportCall {
     }
 }
 
+/// One `MetricsService/Export` call.
+struct MetricsCall(Arc<IngestState>);
+
+impl UnaryService<Bytes> for MetricsCall {
+    type Response = ExportMetricsServiceResponse;
+    type Future = BoxFuture<'static, Result<Response<Self::Response>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let state = Arc::clone(&self.0);
+        Box::pin(async move { export_metrics(&state, request).await })
+    }
+}
+
 impl<B> tower::Service<HttpRequest<B>> for TraceServer
 where
     B: axum::body::HttpBody<Data = Bytes> + Send + Unpin + 'static,
@@ -119,9 +160,11 @@ where
     }
 
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        if request.uri().path() != EXPORT_PATH {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
-        }
+        let metrics = match request.uri().path() {
+            EXPORT_PATH => false,
+            GRPC_METRICS_EXPORT_PATH => true,
+            _ => return Box::pin(async { Ok(Status::unimplemented("").into_http()) }),
+        };
         let reservation = SharedReservation::new(self.state.budget.reservation());
         let inflate_charge = self.max_message_bytes as u64;
         let mut request = request.map(|body| BudgetedBody {
@@ -133,13 +176,26 @@ where
         request.extensions_mut().insert(reservation);
         let mut gzip = EnabledCompressionEncodings::default();
         gzip.enable(CompressionEncoding::Gzip);
-        let mut grpc = Grpc::new(RawRequest)
-            .apply_compression_config(gzip, gzip)
-            .apply_max_message_size_config(Some(self.max_message_bytes), None);
-        let call = ExportCall(Arc::clone(&self.state));
+        let max = self.max_message_bytes;
+        let state = Arc::clone(&self.state);
         let timeout = self.timeout;
         Box::pin(async move {
-            let response = match tokio::time::timeout(timeout, grpc.unary(call, request)).await {
+            let call = async {
+                if metrics {
+                    Grpc::new(RawRequest::<ExportMetricsServiceResponse>::default())
+                        .apply_compression_config(gzip, gzip)
+                        .apply_max_message_size_config(Some(max), None)
+                        .unary(MetricsCall(state), request)
+                        .await
+                } else {
+                    Grpc::new(RawRequest::<ExportTraceServiceResponse>::default())
+                        .apply_compression_config(gzip, gzip)
+                        .apply_max_message_size_config(Some(max), None)
+                        .unary(ExportCall(state), request)
+                        .await
+                }
+            };
+            let response = match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,
                 Err(_) => Status::deadline_exceeded(
                     "the request was not received and stored within ingest.request_timeout",
@@ -260,40 +316,42 @@ where
 }
 
 /// The server-side codec: the request message is taken as its bytes (no copy: tonic's decode
-/// buffer is split off), the response is encoded with prost.
-#[derive(Debug, Default, Clone, Copy)]
-struct RawRequest;
+/// buffer is split off), the response `R` is encoded with prost.
+#[derive(Debug)]
+struct RawRequest<R>(PhantomData<fn() -> R>);
 
-impl Codec for RawRequest {
-    type Encode = ExportTraceServiceResponse;
-    type Decode = Bytes;
-    type Encoder = RawRequest;
-    type Decoder = RawRequest;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawRequest
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawRequest
+impl<R> Default for RawRequest<R> {
+    fn default() -> Self {
+        Self(PhantomData)
     }
 }
 
-impl Encoder for RawRequest {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message + Send + 'static> Codec for RawRequest<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = RawRequest<R>;
+    type Decoder = RawRequest<R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Self::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Self::default()
+    }
+}
+
+impl<R: Message + Send + 'static> Encoder for RawRequest<R> {
+    type Item = R;
     type Error = Status;
 
-    fn encode(
-        &mut self,
-        item: ExportTraceServiceResponse,
-        dst: &mut EncodeBuf<'_>,
-    ) -> Result<(), Status> {
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|e| Status::internal(format!("cannot encode the export response: {e}")))
     }
 }
 
-impl Decoder for RawRequest {
+impl<R: Message + Send + 'static> Decoder for RawRequest<R> {
     type Item = Bytes;
     type Error = Status;
 

@@ -13,7 +13,7 @@ use super::error::ApiError;
 /// Label set of `dynamiq_sidecar_ingest_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `dynamiq`, `otlp_http` or `otlp_grpc`.
+    /// `dynamiq`, `otlp_http`, `otlp_grpc`, `otlp_metrics` or `otlp_grpc_metrics`.
     pub input: &'static str,
     /// `accepted` or an error code (`bad_request`, `payload_too_large`, ...).
     pub outcome: &'static str,
@@ -32,6 +32,8 @@ pub struct IngestMetrics {
     pub spans_rejected: Counter,
     /// Request body bytes received (before decompression).
     pub bytes_received: Counter,
+    /// OTLP metric data points acknowledged and not forwarded.
+    pub metric_points_dropped: Counter,
     /// Time from the body being read to the acknowledgement (validation + durable append).
     pub ack_latency: Histogram,
 }
@@ -45,6 +47,7 @@ impl IngestMetrics {
             spans_accepted: Counter::default(),
             spans_rejected: Counter::default(),
             bytes_received: Counter::default(),
+            metric_points_dropped: Counter::default(),
             ack_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
         registry.register(
@@ -71,6 +74,11 @@ impl IngestMetrics {
             "dynamiq_sidecar_ingest_received_bytes",
             "Request body bytes received, before decompression",
             m.bytes_received.clone(),
+        );
+        registry.register(
+            "dynamiq_sidecar_otlp_metric_points_dropped",
+            "OTLP metric data points acknowledged and not forwarded (Dynamiq takes traces)",
+            m.metric_points_dropped.clone(),
         );
         registry.register(
             "dynamiq_sidecar_ingest_ack_latency_seconds",

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod linger;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_metrics;
 pub mod traces;
 
 use std::sync::Arc;
@@ -73,5 +74,9 @@ pub struct IngestState {
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/traces", post(traces::post_traces))
+        .route(
+            crate::model::otlp::HTTP_METRICS_PATH,
+            post(otlp_metrics::post_metrics),
+        )
         .with_state(state)
 }

@@ -25,12 +25,12 @@ use crate::model::{self, JsonBody, RunBatch, envelope};
 
 /// What the body is, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     Json,
     Protobuf,
 }
 
-fn media_type(headers: &HeaderMap) -> Result<MediaType, ApiError> {
+pub(super) fn media_type(headers: &HeaderMap) -> Result<MediaType, ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -152,7 +152,7 @@ async fn handle(state: &IngestState, request: Request) -> (&'static str, Result<
 }
 
 /// Decompression of large bodies runs off the async workers.
-async fn decode(
+pub(super) async fn decode(
     raw: Bytes,
     encoding: Encoding,
     limit: u64,
