@@ -1,4 +1,6 @@
-//! Command line (clap): `run`, `check-config`, and the offline `buffer` tools.
+//! Command line (clap): `run`, `check-config`, and the offline `buffer` tools. With no
+//! subcommand the binary runs (as `run` with no flags: built-in defaults, or the file named by
+//! `DYNAMIQ_SIDECAR_CONFIG`), so an installed `dynamiq-sidecar` starts as it is.
 //!
 //! Flags for the common keys override the environment, which overrides the file. Every
 //! command that loads a config reports errors the same way (`file:line: key: problem`) and
@@ -16,9 +18,29 @@ use crate::config::ConfigError;
 #[derive(Debug, Parser)]
 #[command(name = "dynamiq-sidecar", version, about, propagate_version = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (none: `run`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand to carry out: the one given, else `run` with no flags.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or_else(|| {
+            Command::Run(RunArgs {
+                config: ConfigArgs {
+                    config: std::env::var_os("DYNAMIQ_SIDECAR_CONFIG")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from),
+                },
+                http_addr: None,
+                upstream_url: None,
+                buffer_path: None,
+                log_level: None,
+                log_format: None,
+            })
+        })
+    }
 }
 
 /// Subcommands.
@@ -142,4 +164,23 @@ pub fn load_config(
 /// Loads the config for `run`.
 pub fn load_run_config(args: &RunArgs) -> Result<Config, ConfigError> {
     load_config(&args.config, args.overrides())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_run_with_no_flags() {
+        let cli = Cli::try_parse_from(["dynamiq-sidecar"]).unwrap();
+        match cli.command() {
+            Command::Run(args) => {
+                assert!(args.http_addr.is_none() && args.upstream_url.is_none());
+                assert!(args.overrides().is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["dynamiq-sidecar", "check-config"]).unwrap();
+        assert!(matches!(cli.command(), Command::CheckConfig(_)));
+    }
 }

@@ -15,8 +15,7 @@ use dynamiq_sidecar::cli::{self, BufferCommand, Cli, Command};
 use dynamiq_sidecar::tools::{self, ToolError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command() {
         Command::Run(args) => {
             let config = match cli::load_run_config(&args) {
                 Ok(c) => c,
