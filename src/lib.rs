@@ -45,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod deadletter;
+pub mod lambda;
 pub mod logging;
 pub mod model;
 pub mod private_fs;

@@ -15,7 +15,15 @@ use dynamiq_sidecar::cli::{self, BufferCommand, Cli, Command};
 use dynamiq_sidecar::tools::{self, ToolError};
 
 fn main() -> ExitCode {
-    match Cli::parse().command() {
+    let cli = Cli::parse();
+    if cli.command.is_none()
+        && let Some(runtime_api) = std::env::var(dynamiq_sidecar::lambda::RUNTIME_API_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+    {
+        return lambda(&runtime_api);
+    }
+    match cli.command() {
         Command::Run(args) => {
             let config = match cli::load_run_config(&args) {
                 Ok(c) => c,
@@ -93,6 +101,49 @@ fn convert(args: &cli::ConvertArgs) -> ExitCode {
     }
     eprintln!("converted {} of {} item(s)", report.written, report.read);
     ExitCode::SUCCESS
+}
+
+/// Runs as an AWS Lambda extension (see [`dynamiq_sidecar::lambda`]).
+fn lambda(runtime_api: &str) -> ExitCode {
+    use dynamiq_sidecar::lambda::{self, LambdaError};
+    let config_file = std::env::var_os("DYNAMIQ_SIDECAR_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let layer = std::path::PathBuf::from(lambda::LAYER_CONFIG);
+            layer.is_file().then_some(layer)
+        });
+    let args = cli::ConfigArgs {
+        config: config_file,
+    };
+    // Logging first, from the environment's log settings (the file is read after registration).
+    let mut log = dynamiq_sidecar::logging::LogConfig::default();
+    if let Ok(level) = std::env::var("DYNAMIQ_SIDECAR_LOG_LEVEL") {
+        log.level = level;
+    }
+    if std::env::var("DYNAMIQ_SIDECAR_LOG_FORMAT").as_deref() == Ok("json") {
+        log.format = dynamiq_sidecar::logging::LogFormat::Json;
+    }
+    dynamiq_sidecar::logging::init(&log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let load = move || cli::load_config(&args, Vec::new());
+    match runtime.block_on(lambda::run(runtime_api, load, EnvSecrets::from_env())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(LambdaError::Config(e)) => config_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn config_error(e: dynamiq_sidecar::config::ConfigError) -> ExitCode {

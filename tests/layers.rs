@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["receivers", "sinks"],
     &["query"],
     &["app"],
-    &["cli", "tools"],
+    &["cli", "tools", "lambda"],
 ];
 
 /// Inside `sinks`: each sink may use the shared toolkit, neither the other sink; the toolkit

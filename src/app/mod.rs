@@ -153,6 +153,19 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    run_reporting(config, secrets, listener, shutdown, None).await
+}
+
+/// [`run_with`], handing `started` the buffer once the forwarder runs: a controller beside the
+/// pipeline (the Lambda extension) watches delivery with [`Buffer::last_seq`] and
+/// [`Buffer::acked`] for [`DYNAMIQ_CONSUMER`].
+pub async fn run_reporting(
+    config: Config,
+    secrets: EnvSecrets,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    started: Option<tokio::sync::oneshot::Sender<Buffer>>,
+) -> Result<(), AppError> {
     crate::sinks::common::http::install_crypto_provider();
     let max_connections = connection_cap(config.ingest.max_connections);
     let mut registry = Registry::default();
@@ -312,6 +325,9 @@ pub async fn run_with(
         api_token.spawn_reloader(stop_forwarder.clone());
     }
     let forwarder_task = tokio::spawn(forwarder.run(drain.clone(), stop_forwarder.clone()));
+    if let Some(started) = started {
+        let _ = started.send(buffer.clone());
+    }
     let stop_otlp = CancellationToken::new();
     let otlp_task =
         otlp_output.map(|output| tokio::spawn(output.run(drain.clone(), stop_otlp.clone())));
