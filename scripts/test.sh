@@ -16,6 +16,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets --quiet -- -D warnings
+echo "== cargo check (the library and binary alone: no dev-dependency features)"
+cargo check --locked --lib --bins --quiet
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

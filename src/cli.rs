@@ -29,7 +29,7 @@ impl Cli {
         self.command.unwrap_or_else(|| {
             Command::Run(RunArgs {
                 config: ConfigArgs {
-                    config: std::env::var_os("DYNAMIQ_SIDECAR_CONFIG")
+                    config: std::env::var_os(crate::app::config::CONFIG_ENV)
                         .filter(|v| !v.is_empty())
                         .map(PathBuf::from),
                 },

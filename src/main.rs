@@ -106,7 +106,7 @@ fn convert(args: &cli::ConvertArgs) -> ExitCode {
 /// Runs as an AWS Lambda extension (see [`dynamiq_sidecar::lambda`]).
 fn lambda(runtime_api: &str) -> ExitCode {
     use dynamiq_sidecar::lambda::{self, LambdaError};
-    let config_file = std::env::var_os("DYNAMIQ_SIDECAR_CONFIG")
+    let config_file = std::env::var_os(dynamiq_sidecar::app::config::CONFIG_ENV)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
         .or_else(|| {

@@ -157,7 +157,23 @@ impl FakeLambda {
 
 /// Runs the binary as Lambda would: no arguments, `AWS_LAMBDA_RUNTIME_API` set.
 fn extension(fake: &FakeLambda, collector_url: &str, dir: &std::path::Path, http: u16) -> Child {
-    Command::new(support::sidecar::bin())
+    extension_from(support::sidecar::bin(), fake, collector_url, dir, http, &[])
+}
+
+fn extension_from(
+    program: std::path::PathBuf,
+    fake: &FakeLambda,
+    collector_url: &str,
+    dir: &std::path::Path,
+    http: u16,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
+    let mut command = Command::new(program);
+    if !env.iter().any(|(k, _)| *k == "DYNAMIQ_SIDECAR_CONFIG") {
+        command.env_remove("DYNAMIQ_SIDECAR_CONFIG");
+    }
+    command
+        .envs(env.iter().copied())
         .env("AWS_LAMBDA_RUNTIME_API", fake.addr.to_string())
         .env("DYNAMIQ_LAMBDA_TELEMETRY_ADDR", "127.0.0.1:0")
         .env("DYNAMIQ_ACCESS_KEY", KEY)
@@ -173,7 +189,6 @@ fn extension(fake: &FakeLambda, collector_url: &str, dir: &std::path::Path, http
         .env("DYNAMIQ_SIDECAR_BUFFER_PATH", dir.join("buffer"))
         .env("DYNAMIQ_SIDECAR_FORWARD_RETRY_INITIAL", "50ms")
         .env("DYNAMIQ_SIDECAR_FORWARD_RETRY_MAX", "200ms")
-        .env_remove("DYNAMIQ_SIDECAR_CONFIG")
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
@@ -383,5 +398,90 @@ fn registration_and_subscription_failures_are_clear() {
             .unwrap()
             .contains("telemetry refused"),
         "{errors:?}"
+    );
+}
+
+/// Scenario: the layer as `scripts/lambda-layer.sh` builds it (dev profile here), unpacked as
+/// Lambda unpacks it under `/opt`. Guarantees: `extensions/dynamiq-sidecar` is executable and,
+/// with the layer's config, registers, delivers an invocation's runs and stops on `SHUTDOWN`.
+#[test]
+fn the_layer_zip_holds_a_working_extension_and_its_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/lambda-layer.sh"))
+        .env("LAYER_PROFILE", "dev")
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/lambda-layer.sh failed");
+    let zip = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let opt = tempfile::tempdir().unwrap();
+    let listing = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nfor i in z.infolist(): print(i.filename, oct(i.external_attr >> 16))\nz.extractall(sys.argv[2])\nimport os\nfor i in z.infolist(): os.chmod(os.path.join(sys.argv[2], i.filename), (i.external_attr >> 16) & 0o777)",
+            &zip,
+        ])
+        .arg(opt.path())
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("extensions/dynamiq-sidecar 0o100755"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("dynamiq-sidecar/dynamiq-sidecar.toml 0o100644"),
+        "{listing}"
+    );
+
+    let collector = MockCollector::start();
+    let fake = FakeLambda::start(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let http = support::sidecar::free_port();
+    let config = opt.path().join("dynamiq-sidecar/dynamiq-sidecar.toml");
+    let mut child = extension_from(
+        opt.path().join("extensions/dynamiq-sidecar"),
+        &fake,
+        &collector.url(),
+        dir.path(),
+        http,
+        &[("DYNAMIQ_SIDECAR_CONFIG", config.as_os_str())],
+    );
+    let started = Instant::now();
+    while fake.next_calls().is_empty() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the layer's extension exited ({status}): {}",
+                std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no event/next");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fake.push(
+        json!({"eventType": "INVOKE", "requestId": "r1"}),
+        Duration::from_secs(10),
+    );
+    let batch = batches::batch("lambda-layer", 2);
+    function_posts(http, &batch);
+    runtime_done(&fake, "r1");
+    fake.wait_next_calls(2, Duration::from_secs(10));
+    let delivered: HashSet<String> = collector.accepted_run_ids().into_iter().collect();
+    assert!(ids(&batch).is_subset(&delivered));
+    fake.push(
+        json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown"}),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        wait_or_kill(&mut child, Duration::from_secs(5), "the layer's extension"),
+        Some(0)
     );
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 /// The name Lambda knows the extension by: its file name in `/opt/extensions/`.
@@ -91,7 +92,8 @@ impl Extension {
             .post(format!("{base}/2020-01-01/extension/register"))
             .header("Lambda-Extension-Name", EXTENSION_NAME)
             .timeout(CALL_TIMEOUT)
-            .json(&serde_json::json!({"events": ["INVOKE", "SHUTDOWN"]}))
+            .header(CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({"events": ["INVOKE", "SHUTDOWN"]}).to_string())
             .send()
             .await
             .map_err(error("register"))?;
@@ -122,7 +124,8 @@ impl Extension {
             .put(format!("{}/2022-07-01/telemetry", self.base))
             .header(IDENTIFIER, &self.id)
             .timeout(CALL_TIMEOUT)
-            .json(&body)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
             .send()
             .await
             .map_err(error("telemetry subscribe"))?;
@@ -139,7 +142,11 @@ impl Extension {
             .await
             .map_err(error("event/next"))?;
         let response = check("event/next", response).await?;
-        response.json().await.map_err(error("event/next"))
+        let body = response.bytes().await.map_err(error("event/next"))?;
+        serde_json::from_slice(&body).map_err(|e| ApiError {
+            call: "event/next",
+            message: format!("an event Lambda sent cannot be read: {e}"),
+        })
     }
 
     /// Reports a failure during init (`init/error`) or later (`exit/error`).
@@ -155,7 +162,11 @@ impl Extension {
             .header(IDENTIFIER, &self.id)
             .header("Lambda-Extension-Function-Error-Type", format!("Extension.{kind}"))
             .timeout(CALL_TIMEOUT)
-            .json(&serde_json::json!({"errorMessage": message, "errorType": format!("Extension.{kind}"), "stackTrace": []}))
+            .header(CONTENT_TYPE, "application/json")
+            .body(
+                serde_json::json!({"errorMessage": message, "errorType": format!("Extension.{kind}"), "stackTrace": []})
+                    .to_string(),
+            )
             .send()
             .await;
         if let Err(e) = result {

@@ -27,6 +27,8 @@ use crate::sinks::otlp::config::{OtlpOutputConfig, apply_otel_env};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "DYNAMIQ_SIDECAR_";
+/// Environment variable naming the config file (not a key override).
+pub const CONFIG_ENV: &str = "DYNAMIQ_SIDECAR_CONFIG";
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -111,7 +113,7 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let overrides = EnvOverrides {
             prefix: ENV_PREFIX,
-            except: &[INGEST_TOKEN_ENV],
+            except: &[INGEST_TOKEN_ENV, CONFIG_ENV],
         };
         let (mut config, mut env_keys): (Config, _) = config::parse(text, file, &env, &overrides)?;
         if let Some(otlp) = config.outputs.otlp.as_mut() {

@@ -338,3 +338,13 @@ fn otel_env_errors_name_the_variable_and_hide_values() {
     assert_eq!(e.key, "outputs.otlp.endpoint");
     assert_eq!(e.origin.as_deref(), Some("env OTEL_EXPORTER_OTLP_ENDPOINT"));
 }
+
+#[test]
+fn the_config_file_variable_is_not_a_key_override() {
+    let c = load(
+        "",
+        &[("DYNAMIQ_SIDECAR_CONFIG", "/etc/dynamiq-sidecar.toml")],
+    )
+    .unwrap();
+    assert_eq!(c.buffer.path, Config::default().buffer.path);
+}
