@@ -36,7 +36,8 @@
 //! - [`state_dir`]: the layout of `buffer.path`; [`state_file`]: small checksummed state files
 //!   written atomically; [`private_fs`]: everything under `buffer.path` is 0600/0700.
 //! - [`app`]: builds the pipeline, owns the tasks, shuts down in order; [`cli`], [`tools`]: the
-//!   command line and the offline buffer tools.
+//!   command line and the offline buffer tools; [`lambda`]: the binary as an AWS Lambda
+//!   extension.
 
 pub mod admin;
 pub mod app;
