@@ -118,7 +118,10 @@ async fn main() {
     shutdown.cancel();
     let _ = app.await;
     let got = received.load(Ordering::Relaxed);
-    assert!(got >= expected, "the stub received {got} of {expected} runs");
+    assert!(
+        got >= expected,
+        "the stub received {got} of {expected} runs"
+    );
 
     let pick = |v: &[Duration], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     println!("| path | median | p95 | |");

@@ -25,6 +25,23 @@ pub mod duration_str {
     }
 }
 
+/// Implements `Debug` for a section as its serialised form, which `check-config` prints: URLs
+/// with their credentials as `***`, header values redacted. For sections holding URLs, so that
+/// a `{:?}` never shows what `check-config` hides.
+#[macro_export]
+macro_rules! debug_as_serialized {
+    ($section:ty) => {
+        impl std::fmt::Debug for $section {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_string(self) {
+                    Ok(text) => write!(f, "{} {text}", stringify!($section)),
+                    Err(_) => f.write_str(stringify!($section)),
+                }
+            }
+        }
+    };
+}
+
 /// A URL as `check-config` prints it: credentials as `***`.
 pub fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))

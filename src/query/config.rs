@@ -9,7 +9,7 @@ use crate::config::{ConfigError, Source};
 use crate::secret::KeySource;
 
 /// `[query]`: local query API and passthrough.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// The Dynamiq API: `GET /api/<rest>` is forwarded to `<upstream_url>/<rest>` (the URL's own
@@ -40,6 +40,8 @@ impl Default for QueryConfig {
         }
     }
 }
+
+crate::debug_as_serialized!(QueryConfig);
 
 impl QueryConfig {
     /// Where the passthrough's own token comes from, if it has one (checked every

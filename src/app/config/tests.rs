@@ -348,3 +348,26 @@ fn the_config_file_variable_is_not_a_key_override() {
     .unwrap();
     assert_eq!(c.buffer.path, Config::default().buffer.path);
 }
+
+#[test]
+fn debug_output_hides_url_credentials_and_header_values() {
+    let c = load(
+        "[upstream]\nurl = \"https://user:s3cret-pw@collector.example\"\n[query]\nupstream_url = \"https://u:api-pw@api.example\"\n[outputs.otlp]\nendpoint = \"https://o:otlp-pw@otlp.example\"\nheaders = { authorization = \"Bearer hdr-secret\" }\n",
+        &[],
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    for secret in ["s3cret-pw", "api-pw", "otlp-pw", "hdr-secret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("collector.example") && shown.contains("***"),
+        "{shown}"
+    );
+    let target = c.outputs.otlp.as_ref().unwrap().resolve().unwrap();
+    let shown = format!("{target:?}");
+    assert!(
+        !shown.contains("otlp-pw") && !shown.contains("hdr-secret"),
+        "{shown}"
+    );
+}

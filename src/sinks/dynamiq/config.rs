@@ -11,7 +11,7 @@ pub use crate::model::auth_mode::AuthMode;
 use crate::secret::KeySource;
 
 /// `[upstream]`: the Dynamiq collector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Base URL of the collector; runs go to `{url}/v1/traces`.
@@ -120,6 +120,8 @@ impl Default for ForwardConfig {
         }
     }
 }
+
+crate::debug_as_serialized!(UpstreamConfig);
 
 impl UpstreamConfig {
     /// Where the access key comes from.

@@ -62,7 +62,7 @@ impl Serialize for OtlpHeaders {
 }
 
 /// `[outputs.otlp]`: the OTLP output (docs/http-contract.md §11).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpOutputConfig {
     /// Where spans go. For `http/protobuf`, `/v1/traces` is appended unless the URL already has
@@ -91,6 +91,8 @@ pub struct OtlpOutputConfig {
     /// roots (a private CA).
     pub ca_file: Option<PathBuf>,
 }
+
+crate::debug_as_serialized!(OtlpOutputConfig);
 
 impl Default for OtlpOutputConfig {
     fn default() -> Self {
@@ -206,7 +208,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The section's values, parsed: what the client is built from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OtlpTarget {
     /// `endpoint`, parsed.
     pub endpoint: reqwest::Url,
@@ -214,6 +216,19 @@ pub struct OtlpTarget {
     pub headers: HeaderMap,
     /// The certificates of `ca_file` (none when unset).
     pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for OtlpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpTarget")
+            .field(
+                "endpoint",
+                &crate::secret::redact_url(self.endpoint.as_str()),
+            )
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
 }
 
 impl OtlpOutputConfig {
