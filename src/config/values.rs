@@ -25,21 +25,18 @@ pub mod duration_str {
     }
 }
 
-/// Implements `Debug` for a section as its serialised form, which `check-config` prints: URLs
-/// with their credentials as `***`, header values redacted. For sections holding URLs, so that
-/// a `{:?}` never shows what `check-config` hides.
-#[macro_export]
-macro_rules! debug_as_serialized {
-    ($section:ty) => {
-        impl std::fmt::Debug for $section {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match serde_json::to_string(self) {
-                    Ok(text) => write!(f, "{} {text}", stringify!($section)),
-                    Err(_) => f.write_str(stringify!($section)),
-                }
-            }
-        }
-    };
+/// `Debug` of a section as its serialised form, which `check-config` prints: URLs with their
+/// credentials as `***`, header values redacted. For the sections holding URLs, so that a `{:?}`
+/// never shows what `check-config` hides.
+pub fn debug_serialized<T: serde::Serialize>(
+    name: &str,
+    section: &T,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    match serde_json::to_string(section) {
+        Ok(text) => write!(f, "{name} {text}"),
+        Err(_) => f.write_str(name),
+    }
 }
 
 /// A URL as `check-config` prints it: credentials as `***`.

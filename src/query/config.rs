@@ -41,7 +41,11 @@ impl Default for QueryConfig {
     }
 }
 
-crate::debug_as_serialized!(QueryConfig);
+impl std::fmt::Debug for QueryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::config::values::debug_serialized("QueryConfig", self, f)
+    }
+}
 
 impl QueryConfig {
     /// Where the passthrough's own token comes from, if it has one (checked every

@@ -121,7 +121,11 @@ impl Default for ForwardConfig {
     }
 }
 
-crate::debug_as_serialized!(UpstreamConfig);
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::config::values::debug_serialized("UpstreamConfig", self, f)
+    }
+}
 
 impl UpstreamConfig {
     /// Where the access key comes from.

@@ -92,7 +92,11 @@ pub struct OtlpOutputConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-crate::debug_as_serialized!(OtlpOutputConfig);
+impl std::fmt::Debug for OtlpOutputConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::config::values::debug_serialized("OtlpOutputConfig", self, f)
+    }
+}
 
 impl Default for OtlpOutputConfig {
     fn default() -> Self {
