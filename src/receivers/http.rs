@@ -69,6 +69,45 @@ pub struct ServeLimits {
     pub grace: Duration,
 }
 
+/// What [`serve`] serves: a cloneable service answering every request, its future sendable.
+pub trait ServeService<B>:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ServeService<B> for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body [`serve`] can send.
+pub trait ServeBody:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ServeBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains connections.
 pub async fn serve<S, B>(
     listener: TcpListener,
@@ -78,14 +117,8 @@ pub async fn serve<S, B>(
     metrics: ConnectionMetrics,
     shutdown: CancellationToken,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     let builder = connection_builder(protocols, &limits);
     let connections = TaskTracker::new();
@@ -181,14 +214,8 @@ async fn serve_connection<S, B>(
     metrics: &ConnectionMetrics,
     shutdown: CancellationToken,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     // A client that connects and sends nothing would wait in hyper-util's protocol detection,
     // before hyper's header timeout starts, holding a connection slot forever: give it the
