@@ -226,6 +226,30 @@ fn runtime_done(fake: &FakeLambda, request_id: &str) {
     assert_eq!(r.status, 200);
 }
 
+/// One invocation (`r1`, the first): the function posts `runs` runs, Lambda reports the code
+/// done, and by the extension's second `event/next` the collector has all of them.
+fn invocation_is_delivered_before_the_next_event(
+    fake: &FakeLambda,
+    collector: &MockCollector,
+    http: u16,
+    prefix: &str,
+    runs: usize,
+) {
+    fake.push(
+        json!({"eventType": "INVOKE", "requestId": "r1"}),
+        Duration::from_secs(10),
+    );
+    let batch = batches::batch(prefix, runs);
+    function_posts(http, &batch);
+    runtime_done(fake, "r1");
+    fake.wait_next_calls(2, Duration::from_secs(10));
+    let delivered: HashSet<String> = collector.accepted_run_ids().into_iter().collect();
+    assert!(
+        ids(&batch).is_subset(&delivered),
+        "the invocation's runs were not delivered before the next event"
+    );
+}
+
 fn ids(batch: &Value) -> HashSet<String> {
     batch["runs"]
         .as_array()
@@ -256,19 +280,7 @@ fn each_invocations_runs_are_delivered_before_the_next_event_and_shutdown_is_in_
     );
 
     // Invocation 1: delivered before event/next.
-    fake.push(
-        json!({"eventType": "INVOKE", "requestId": "r1"}),
-        Duration::from_secs(10),
-    );
-    let first = batches::batch("lambda-inv1", 5);
-    function_posts(http, &first);
-    runtime_done(&fake, "r1");
-    fake.wait_next_calls(2, Duration::from_secs(10));
-    let delivered: HashSet<String> = collector.accepted_run_ids().into_iter().collect();
-    assert!(
-        ids(&first).is_subset(&delivered),
-        "runs of r1 were not delivered first"
-    );
+    invocation_is_delivered_before_the_next_event(&fake, &collector, http, "lambda-inv1", 5);
 
     // Invocation 2, the collector down: event/next still comes before the deadline.
     collector.stop();
@@ -466,16 +478,7 @@ fn the_layer_zip_holds_a_working_extension_and_its_config() {
         assert!(started.elapsed() < Duration::from_secs(20), "no event/next");
         std::thread::sleep(Duration::from_millis(20));
     }
-    fake.push(
-        json!({"eventType": "INVOKE", "requestId": "r1"}),
-        Duration::from_secs(10),
-    );
-    let batch = batches::batch("lambda-layer", 2);
-    function_posts(http, &batch);
-    runtime_done(&fake, "r1");
-    fake.wait_next_calls(2, Duration::from_secs(10));
-    let delivered: HashSet<String> = collector.accepted_run_ids().into_iter().collect();
-    assert!(ids(&batch).is_subset(&delivered));
+    invocation_is_delivered_before_the_next_event(&fake, &collector, http, "lambda-layer", 2);
     fake.push(
         json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown"}),
         Duration::from_secs(2),
